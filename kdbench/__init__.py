@@ -1,0 +1,3 @@
+"""kdbench: config-driven knowledge-distillation benchmarks."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,162 @@
+"""The ``kdbench`` command: Hydra composes the run, the engine trains it, result.json records it.
+
+Before Hydra starts a job, the command line is checked (every group choice exists, model names resolve,
+hyper-parameters have the right types, the data and checkpoint files are there) so that bad input gives one
+line naming the key and what is valid, exit code 2, and no run directory at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import ConfigError
+
+log = logging.getLogger("kdbench")
+CONFIG_MODULE = "kdbench.conf"
+# Preflight composes at most this many jobs of a sweep (each distinct group choice is checked regardless).
+PREFLIGHT_MAX_JOBS = 64
+
+
+def fail(message: str, code: int = 2) -> None:
+    print(f"kdbench: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _hydra_error_line(e: Exception) -> str:
+    if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" in str(e.missing_cfg_file):
+        group, choice = str(e.missing_cfg_file).rsplit("/", 1)
+        options = ", ".join(sorted(e.options or [], key=str.lower)) or "(none)"
+        return f"{group}: unknown choice '{choice}'; valid: {options}"
+    text = " ".join(line.strip() for line in str(e).strip().splitlines() if line.strip())
+    return text.split(" Config search path")[0]
+
+
+def _job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The override list of each job a (multi)run would launch, as Hydra's sweeper expands them."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    if not multirun:
+        return [overrides]
+    choices = []
+    for o in parsed:
+        key = o.get_key_element()
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        choices.append([f"{key}={v}" for v in values])
+    return [list(job) for job in itertools.product(*choices)]
+
+
+def preflight(argv: list[str]) -> None:
+    """Compose and validate what ``argv`` asks for; ConfigError / SystemExit(2) on bad input."""
+    from hydra import compose, initialize_config_module
+    from hydra._internal.utils import get_args_parser
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            args = get_args_parser().parse_args(argv)
+        except SystemExit:
+            return  # Hydra reports its own usage errors
+    passthrough = ("help", "hydra_help", "info", "version", "shell_completion", "config_name", "config_dir",
+                   "config_path", "experimental_rerun")
+    if any(getattr(args, flag, None) for flag in passthrough):
+        return
+    try:
+        jobs = _job_overrides(list(args.overrides), bool(args.multirun))
+    except OverrideParseException as e:
+        fail(f"bad override: {_hydra_error_line(e)}")
+    # Every distinct value of every swept key gets composed, plus the whole product when it is small.
+    selected = jobs if len(jobs) <= PREFLIGHT_MAX_JOBS else [
+        next(job for job in jobs if entry in job) for entry in sorted({e for job in jobs for e in job})]
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        seen = set()
+        for job in selected:
+            key = tuple(job)
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                cfg = compose(config_name="config", overrides=job)
+            except (MissingConfigException, ConfigCompositionException, OverrideParseException) as e:
+                fail(_hydra_error_line(e))
+            except OmegaConfBaseException as e:
+                fail(str(e).splitlines()[0])
+            try:
+                validate(cfg)
+            except ConfigError as e:
+                fail(str(e))
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check a composed config: types of every group, names that must exist, files that must be there."""
+    from .config_schema import check_schemas
+    from .data import check_data
+    from .methods import METHODS, method_class, method_kwargs
+    from .models import resolve_model_name
+
+    check_schemas(cfg)
+    method_kwargs(cfg.method)
+    check_data(cfg.dataset)
+    image_size = int(cfg.dataset.image_size)
+    resolve_model_name(cfg.student.name, image_size)
+    if method_class(cfg.method).uses_teacher:
+        try:
+            resolve_model_name(cfg.teacher.name, image_size)
+        except ConfigError as e:
+            raise ConfigError(f"teacher.name: {e}") from None
+        if cfg.teacher.checkpoint and not Path(str(cfg.teacher.checkpoint)).expanduser().is_file():
+            raise ConfigError(f"teacher.checkpoint: no file at {cfg.teacher.checkpoint}")
+    if cfg.method.get("name") not in METHODS:
+        raise ConfigError(f"method.name: unknown method '{cfg.method.get('name')}'; valid: {', '.join(sorted(METHODS))}")
+
+
+def run(cfg: DictConfig) -> dict | None:
+    """The Hydra task: one job = one training run in Hydra's output directory."""
+    from .engine.teacher import provide_teacher
+    from .engine.trainer import TrainingFailed, train
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    try:
+        validate(cfg)
+        record = train(cfg, run_dir, teacher_provider=provide_teacher)
+    except ConfigError as e:
+        fail(str(e))
+    except TrainingFailed as e:
+        log.error("run failed: %s (recorded in %s)", e, run_dir / "result.json")
+        if hc.mode == RunMode.MULTIRUN:
+            return None  # the other jobs of the sweep go on
+        raise SystemExit(1)
+    m = record["metrics"]
+    log.info("done: last top1 %.2f, best top1 %.2f (epoch %d); result: %s", m["last_top1"], m["best_top1"],
+             m["best_epoch"], run_dir / "result.json")
+    return record
+
+
+@hydra.main(version_base="1.3", config_path="pkg://kdbench.conf", config_name="config")
+def hydra_main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+def entry() -> None:
+    """Console script ``kdbench``."""
+    try:
+        preflight(sys.argv[1:])
+    except ConfigError as e:
+        fail(str(e))
+    hydra_main()
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,69 @@
+"""Device, seeding, determinism and precision: the run-wide settings of the trainer."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` picks cuda when available, else cpu; ``cuda`` without a GPU is a ConfigError."""
+    name = str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"trainer.device: unknown device '{name}'; valid: auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device: '{name}' asked for, but no CUDA GPU is visible; use trainer.device=cpu or auto")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"trainer.device: unsupported device '{name}'; valid: auto, cpu, cuda, cuda:N")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch: shuffling and augmentation are a function of (seed, epoch) alone, so a run
+    resumed at an epoch boundary draws exactly what the uninterrupted run drew."""
+    return (seed * 1_000_003 + epoch * 7919) % (2**63)
+
+
+def set_deterministic(enabled: bool) -> None:
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = True
+
+
+def check_precision(precision: str, device: torch.device) -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"trainer.precision: unknown '{precision}'; valid: {', '.join(PRECISIONS)}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("trainer.precision: fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("trainer.precision: this GPU has no bf16 support; use fp16 or fp32")
+    return precision
+
+
+def autocast(precision: str, device: torch.device):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

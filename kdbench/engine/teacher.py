@@ -1,0 +1,99 @@
+"""Obtain the frozen teacher: a checkpoint path, timm pretrained weights, or the teacher store.
+
+The store keeps teachers trained by kdbench itself, keyed by dataset, architecture, epochs and seed:
+``<store>/teachers/<dataset>/<arch>/e<epochs>-s<seed>/teacher.pth`` (community format: ``{"model": ...}``)
+with ``meta.json`` (its measured accuracy) and the training run's own directory. A missing teacher is trained
+first with the ``ce`` recipe, under a file lock, so concurrent jobs of a sweep train it once.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+
+from filelock import FileLock
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from ..errors import ConfigError
+from ..io import save_torch, write_json
+from ..models import create_model, load_checkpoint
+
+log = logging.getLogger("kdbench")
+
+
+def store_dir(cfg: DictConfig, dataset_name: str) -> Path:
+    t = cfg.teacher
+    return (Path(str(cfg.store)).expanduser() / "teachers" / dataset_name / str(t.name)
+            / f"e{int(t.train_epochs)}-s{int(t.seed)}")
+
+
+def teacher_training_config(cfg: DictConfig) -> DictConfig:
+    """The run's config turned into the teacher's own recipe: method=ce, student=<teacher arch>."""
+    tcfg = copy.deepcopy(cfg)
+    with open_dict(tcfg):
+        tcfg.method = OmegaConf.create({"_target_": "kdbench.methods.ce.CE", "name": "ce"})
+        tcfg.student = OmegaConf.create({"name": cfg.teacher.name})
+        tcfg.seed = int(cfg.teacher.seed)
+        tcfg.trainer.epochs = int(cfg.teacher.train_epochs)
+        tcfg.resume = True  # a teacher run killed half-way continues where it stopped
+        tcfg.logger.mode = "disabled"
+    return tcfg
+
+
+def _train_into_store(cfg: DictConfig, directory: Path, dataset_name: str) -> None:
+    from .trainer import train
+
+    if not cfg.teacher.train_if_missing:
+        raise ConfigError(f"teacher.checkpoint: none given and no trained {cfg.teacher.name} for {dataset_name} in the "
+                          f"store ({directory}); pass teacher.checkpoint=<path> or teacher.train_if_missing=true")
+    log.info("teacher %s for %s not in the store: training it first (%d epochs, ce recipe) in %s",
+             cfg.teacher.name, dataset_name, int(cfg.teacher.train_epochs), directory)
+    record = train(teacher_training_config(cfg), directory / "run")
+    best = directory / "run" / "checkpoints" / "best.pt"
+    import torch
+
+    state = torch.load(directory / "run" / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    # The store keeps the final (last-epoch) weights, as the community teachers are ckpt_epoch_240.pth.
+    save_torch(directory / "teacher.pth", {"model": state["model"], "epoch": state["epoch"],
+                                          "best_acc": record["metrics"]["best_top1"]})
+    write_json(directory / "meta.json", {"name": str(cfg.teacher.name), "dataset": dataset_name,
+                                         "top1": record["metrics"]["last_top1"], "top5": record["metrics"]["last_top5"],
+                                         "epochs": record["epochs_run"], "best_checkpoint": str(best)})
+
+
+def provide_teacher(cfg: DictConfig, data, device):
+    """(teacher, info) for the run: frozen, eval mode, no grad, on ``device``; info goes into result.json."""
+    from .trainer import evaluate
+    from ..data import build_loaders
+
+    tcfg = cfg.teacher
+    model = create_model(tcfg.name, data.num_classes, image_size=data.image_size, pretrained=bool(tcfg.pretrained))
+    measured = None
+    if tcfg.checkpoint:
+        source = str(Path(str(tcfg.checkpoint)).expanduser())
+        load_checkpoint(model, source)
+    elif tcfg.pretrained:
+        source = f"timm:{model.kdbench_name}"
+    else:
+        directory = store_dir(cfg, data.name)
+        directory.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(directory / "train.lock")):
+            if not (directory / "teacher.pth").is_file():
+                _train_into_store(cfg, directory, data.name)
+        source = str(directory / "teacher.pth")
+        load_checkpoint(model, source)
+        meta = json.loads((directory / "meta.json").read_text())
+        measured = (meta["top1"], meta["top5"])
+    model.eval().requires_grad_(False).to(device)
+    if measured is None:
+        import torch
+
+        _, test_loader = build_loaders(data, cfg.dataset, int(cfg.trainer.batch_size), int(cfg.trainer.eval_batch_size),
+                                       pin_memory=device.type == "cuda", generator=torch.Generator())
+        measured = evaluate(model, test_loader, device, str(cfg.trainer.precision), data.num_classes)
+    info = {"name": str(tcfg.name), "resolved": model.kdbench_name, "checkpoint": source,
+            "params": sum(p.numel() for p in model.parameters()), "top1": measured[0], "top5": measured[1]}
+    log.info("teacher %s (%s): top1 %.2f top5 %.2f", tcfg.name, source, measured[0], measured[1])
+    return model, info

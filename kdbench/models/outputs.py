@@ -1,0 +1,49 @@
+"""What a method can ask of a model, computed in one forward pass and only as far as asked.
+
+Needs: ``logits``; ``embedding`` (pooled pre-logit features); ``stages`` (post-activation stage maps, the
+references' ``feats`` list for zoo models, timm's ``forward_intermediates`` otherwise); ``preact`` (pre-
+activation stage maps: zoo models only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+
+FEATURE_NEEDS = frozenset({"embedding", "stages", "preact"})
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor
+    embedding: torch.Tensor | None = None
+    stages: list[torch.Tensor] | None = None
+    preact: list[torch.Tensor] | None = None
+
+
+def supports(model: nn.Module, needs: Iterable[str]) -> str | None:
+    """None if ``model`` can provide ``needs``, else the reason it cannot."""
+    needs = set(needs)
+    if needs & {"embedding", "stages"} and not hasattr(model, "forward_intermediates"):
+        return f"{type(model).__name__} has no forward_intermediates(), so it cannot give stage features"
+    if "preact" in needs and not str(getattr(model, "kdbench_name", "")).startswith("cifar_"):
+        return f"{getattr(model, 'kdbench_name', type(model).__name__)} gives no pre-activation stage maps (CIFAR zoo models do)"
+    return None
+
+
+def run_model(model: nn.Module, images: torch.Tensor, needs: Iterable[str] = ("logits",)) -> ModelOutput:
+    """Forward ``images`` through ``model``, returning what ``needs`` asks for (logits always)."""
+    needs = set(needs)
+    if not needs & FEATURE_NEEDS:
+        return ModelOutput(logits=model(images))
+    if "preact" in needs:
+        final, stages, preact = model.forward_intermediates(images, return_preact=True)
+    else:
+        final, stages = model.forward_intermediates(images)
+        preact = None
+    embedding = model.forward_head(final, pre_logits=True)
+    logits = model.get_classifier()(embedding)
+    return ModelOutput(logits=logits, embedding=embedding, stages=list(stages), preact=preact)

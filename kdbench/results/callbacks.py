@@ -1,0 +1,33 @@
+"""Hydra callback: when a multirun ends, print the sweep's leaderboard and write it next to the runs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger("kdbench")
+
+
+class LeaderboardCallback(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from rich.console import Console
+
+        from .aggregate import aggregate, find_results
+        from .table import render_rich, to_csv, to_markdown
+        from ..io import atomic_write
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        records = find_results([sweep_dir])
+        if not records:
+            log.warning("no result.json under %s: no leaderboard", sweep_dir)
+            return
+        rows = aggregate(records)
+        Console().print(render_rich(rows))
+        markdown = to_markdown(rows)
+        atomic_write(sweep_dir / "leaderboard.md", lambda f: f.write(markdown))
+        to_csv(rows, sweep_dir / "leaderboard.csv")
+        log.info("leaderboard: %s", sweep_dir / "leaderboard.md")

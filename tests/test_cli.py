@@ -1,0 +1,138 @@
+"""The kdbench command end to end, on small files in the real CIFAR-100 format, through the console scripts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import FAST, read_result, run_cli
+
+
+def test_help_lists_every_group_and_choice(tmp_path, env):
+    out = run_cli(["--help"], tmp_path, env)
+    assert out.returncode == 0, out.stderr
+    for group in ("dataset:", "teacher:", "student:", "method:", "optim:", "trainer:", "logger:", "experiment:"):
+        assert group in out.stdout
+    assert "ce, dkd, kd, pld" in out.stdout
+    assert "quickstart" in out.stdout
+
+
+def test_cfg_job_composes_the_cifar_recipe(tmp_path, env):
+    out = run_cli(["method=pld", "student=resnet18", "--cfg", "job"], tmp_path, env)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "name: cifar100" in text and "name: resnet32x4" in text and "name: resnet18" in text
+    assert "name: pld" in text and "temperature: 1.0" in text
+    assert "milestones:\n  - 150\n  - 180\n  - 210" in text
+    assert not (tmp_path / "outputs").exists()
+    # The light students get the recipe's lr 0.01; every other student 0.05.
+    light = run_cli(["student=ShuffleV2", "--cfg", "job", "--resolve"], tmp_path, env)
+    assert "lr: 0.01" in light.stdout
+    default = run_cli(["--cfg", "job", "--resolve"], tmp_path, env)
+    assert "lr: 0.05" in default.stdout
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["method=foo"], "method: unknown choice 'foo'; valid: ce, dkd, kd, pld"),
+    (["student=resnet9"], "student: unknown choice 'resnet9'"),
+    (["student.name=resnet9"], "unknown model 'resnet9'"),
+    (["teacher.name=nope"], "teacher.name: unknown model 'nope'"),
+    (["trainer.epochs=abc"], "trainer.epochs"),
+    (["method.temperature=abc"], "method.temperature: expected float"),
+    (["trainer.precision=fp8"], "trainer.precision: unknown value 'fp8'; valid: fp32, bf16, fp16"),
+    (["logger.mode=sometimes"], "logger.mode"),
+    (["-m", "method=kd,nope"], "method: unknown choice 'nope'"),
+    (["dataset.root=/nonexistent/place"], "dataset.root: no cifar100 data at /nonexistent/place/cifar-100-python"),
+    (["teacher.checkpoint=/nonexistent/t.pth"], "teacher.checkpoint: no file at /nonexistent/t.pth"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, env, cifar_root, args, expected):
+    if not any(a.startswith("dataset.root") for a in args):
+        args = args + [f"dataset.root={cifar_root}"]
+    out = run_cli(args, tmp_path, env)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("kdbench: error: ") and expected in lines[0], lines[0]
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+
+
+def test_unreadable_checkpoint_is_one_line_exit_2(tmp_path, env, cifar_root):
+    bad = tmp_path / "broken.pth"
+    bad.write_bytes(b"this is not a checkpoint")
+    out = run_cli([f"dataset.root={cifar_root}", f"teacher.checkpoint={bad}", "teacher=resnet8", "student=resnet8",
+                   "trainer.epochs=1", "logger.mode=disabled", *FAST], tmp_path, env)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(f"kdbench: error: teacher.checkpoint: cannot read checkpoint {bad}")
+    assert "Traceback" not in out.stderr
+    assert not list(tmp_path.rglob("result.json"))
+
+
+def test_end_to_end_kd_run_result_wandb_and_table(tmp_path, env, cifar_root):
+    run_dir = tmp_path / "run"
+    out = run_cli([f"dataset.root={cifar_root}", "teacher=resnet8", "teacher.train_epochs=1", "student=resnet8",
+                   "method=kd", "trainer.epochs=2", "seed=3", "logger.mode=offline", f"hydra.run.dir={run_dir}", *FAST],
+                  tmp_path, env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = read_result(run_dir)
+    assert r["schema"] == 1 and r["status"] == "completed" and r["failure"] is None
+    for key in ("run_id", "started_at", "finished_at", "config", "git", "wall_time_s", "images_per_s", "device", "precision"):
+        assert key in r
+    assert r["dataset"] == {"name": "cifar100", "num_classes": 100, "image_size": 32, "train_size": 256, "test_size": 128}
+    assert r["student"]["name"] == "resnet8" and r["student"]["resolved"] == "cifar_resnet8"
+    assert r["student"]["params"] == sum(p.numel() for p in __import__("kdbench.models", fromlist=["x"]).create_model("resnet8", 100).parameters())
+    assert r["teacher"]["name"] == "resnet8" and 0.0 <= r["teacher"]["top1"] <= 100.0
+    assert r["teacher"]["checkpoint"].endswith("teachers/cifar100/resnet8/e1-s0/teacher.pth")
+    assert r["method"] == {"name": "kd", "hparams": {"temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9}}
+    assert r["seed"] == 3 and r["epochs"] == 2 and r["epochs_run"] == 2 and len(r["history"]) == 2
+    assert set(r["history"][0]["losses"]) == {"ce", "kd"}
+    assert r["metrics"]["best_epoch"] in (1, 2) and r["metrics"]["last_top1"] == r["history"][-1]["top1"]
+    assert r["config"]["method"]["name"] == "kd" and r["config"]["optim"]["lr"] == 0.05
+    # The teacher was trained into the store with the ce recipe, and its own run recorded.
+    store_run = Path(env["KDBENCH_HOME"]) / "teachers/cifar100/resnet8/e1-s0/run/result.json"
+    assert json.loads(store_run.read_text())["method"]["name"] == "ce"
+    # Checkpoints (community format for best) and the W&B offline run directory.
+    assert torch.load(run_dir / "checkpoints/best.pt", weights_only=True)["model"]
+    assert list((run_dir / "wandb").glob("offline-run-*")), list(run_dir.rglob("*"))[:20]
+    assert (run_dir / "kdbench.log").read_text().count("epoch ") >= 2
+    # kdbench-table reads it.
+    table = run_cli([str(tmp_path), "--out", str(tmp_path / "tables")], tmp_path, env, script="kdbench-table")
+    assert table.returncode == 0, table.stderr
+    assert "resnet8" in table.stdout and "kd" in table.stdout
+    assert "kd" in (tmp_path / "tables/leaderboard.md").read_text()
+
+
+def test_community_checkpoint_teacher_and_failed_run(tmp_path, env, cifar_root):
+    from kdbench.models import create_model
+
+    teacher = create_model("resnet8", 100)
+    ckpt = tmp_path / "ckpt_epoch_240.pth"
+    torch.save({"model": teacher.state_dict(), "epoch": 240, "best_acc": torch.tensor(1.0)}, ckpt)
+    run_dir = tmp_path / "nan"
+    # An absurd learning rate drives the loss to inf/NaN: the run is recorded as failed, exit code 1.
+    out = run_cli([f"dataset.root={cifar_root}", f"teacher.checkpoint={ckpt}", "teacher=resnet8", "student=resnet8",
+                   "method=dkd", "optim.lr=1e30", "trainer.epochs=2", "trainer.log_every_n_steps=1",
+                   "logger.mode=disabled", f"hydra.run.dir={run_dir}", *FAST], tmp_path, env)
+    assert out.returncode == 1, out.stderr[-2000:]
+    r = read_result(run_dir)
+    assert r["status"] == "failed" and "non-finite loss" in r["failure"]
+    assert r["teacher"]["checkpoint"] == str(ckpt) and r["teacher"]["top1"] is not None
+    assert not [p for p in run_dir.rglob("*.tmp")]
+
+
+def test_local_multirun_sweeps_methods_and_seeds(tmp_path, env, cifar_root):
+    sweep = tmp_path / "sweep"
+    out = run_cli(["-m", "method=kd,dkd", "seed=0,1", f"dataset.root={cifar_root}", "teacher=resnet8",
+                   "teacher.train_epochs=1", "student=resnet8", "trainer.epochs=1", "trainer.max_steps_per_epoch=2",
+                   "logger.mode=disabled", f"hydra.sweep.dir={sweep}", *FAST], tmp_path, env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = sorted(sweep.rglob("result.json"))
+    assert len(results) == 4
+    runs = {(json.loads(p.read_text())["method"]["name"], json.loads(p.read_text())["seed"]) for p in results}
+    assert runs == {("kd", 0), ("kd", 1), ("dkd", 0), ("dkd", 1)}
+    # The teacher was trained once, for the whole sweep, and the sweep's leaderboard written at the end.
+    assert len(list((Path(env["KDBENCH_HOME"]) / "teachers").rglob("teacher.pth"))) == 1
+    assert (sweep / "leaderboard.md").is_file() and (sweep / "leaderboard.csv").is_file()

@@ -1,0 +1,64 @@
+"""A killed run resumes from its last checkpoint and ends with the history of an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from conftest import FAST, read_result, run_cli
+
+TIMING = {"images_per_s", "epoch_time_s"}
+
+
+def _strip(history):
+    return [{k: v for k, v in h.items() if k not in TIMING} for h in history]
+
+
+def test_killed_run_resumes_to_the_same_history(tmp_path, env, cifar_root):
+    common = [f"dataset.root={cifar_root}", "teacher=resnet8", "teacher.train_epochs=1", "student=resnet8",
+              "method=kd", "trainer.epochs=6", "trainer.deterministic=true", "seed=5", "logger.mode=disabled", *FAST]
+    whole = tmp_path / "whole"
+    out = run_cli(common + [f"hydra.run.dir={whole}"], tmp_path, env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    reference = read_result(whole)
+
+    killed = tmp_path / "killed"
+    script = ("import sys; from kdbench.cli import entry; sys.argv = ['kdbench'] + sys.argv[1:]; entry()")
+    proc = subprocess.Popen([sys.executable, "-c", script, *common, f"hydra.run.dir={killed}"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    last = killed / "checkpoints" / "last.pt"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if last.is_file():
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "result.json").exists(), "the run finished before it could be killed"
+    state = torch.load(last, weights_only=False)
+    done, killed_run_id = state["epoch"], state["run_id"]
+    assert 1 <= done < 6
+    assert not list(killed.rglob("*.tmp")) or all(p.parent.name == "checkpoints" for p in killed.rglob("*.tmp"))
+
+    out = run_cli(common + [f"hydra.run.dir={killed}", "resume=true"], tmp_path, env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    resumed = read_result(killed)
+    assert resumed["status"] == "completed" and resumed["epochs_run"] == 6
+    assert resumed["run_id"] == killed_run_id
+    assert _strip(resumed["history"]) == _strip(reference["history"])
+    assert "resuming from" in (killed / "kdbench.log").read_text()
+
+
+def test_resume_refuses_a_different_configuration(tmp_path, env, cifar_root):
+    common = [f"dataset.root={cifar_root}", "student=resnet8", "method=ce", "trainer.epochs=1",
+              "trainer.max_steps_per_epoch=1", "logger.mode=disabled", *FAST]
+    run_dir = tmp_path / "r"
+    assert run_cli(common + [f"hydra.run.dir={run_dir}"], tmp_path, env).returncode == 0
+    out = run_cli(common + [f"hydra.run.dir={tmp_path / 'other'}", f"resume={run_dir}", "optim.lr=0.2"], tmp_path, env)
+    assert out.returncode == 2
+    assert "resume:" in out.stderr and "optim.lr" in out.stderr
