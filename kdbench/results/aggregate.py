@@ -1,0 +1,260 @@
+"""Collect kdbench ``result.json`` files and aggregate them into leaderboard rows.
+
+Pure standard library (no torch, no W&B) so that ``kdbench-table`` starts fast.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+RESULT_NAME = "result.json"
+
+
+# ----------------------------------------------------------------------------- finding
+def find_results(paths: Iterable[str | os.PathLike]) -> list[dict]:
+    """Load every kdbench ``result.json`` under ``paths`` (files or directories, searched recursively).
+
+    Unreadable files and JSON that is not a kdbench result are skipped with a warning naming
+    the file; a run seen twice (same ``run_id``, e.g. a copied run directory) is kept once.
+    Each returned record gets a ``_path`` key with the file it came from.
+    """
+    records: list[dict] = []
+    seen_files: set[Path] = set()
+    seen_runs: dict[str, str] = {}
+    for path in map(Path, paths):
+        for file in _result_files(path):
+            if file.resolve() in seen_files:
+                continue
+            seen_files.add(file.resolve())
+            record = _load(file)
+            if record is None:
+                continue
+            run_id = record["run_id"]
+            if run_id in seen_runs:
+                log.warning("skipping %s: run %s already read from %s", file, run_id, seen_runs[run_id])
+                continue
+            seen_runs[run_id] = str(file)
+            records.append({**record, "_path": str(file)})
+    return records
+
+
+def _result_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        log.warning("skipping %s: no such file or directory", path)
+        return []
+    found = []
+    for root, dirs, files in os.walk(path):  # does not follow symlinked directories
+        dirs.sort()
+        if RESULT_NAME in files:
+            found.append(Path(root, RESULT_NAME))
+    return found
+
+
+def _load(file: Path) -> dict | None:
+    try:
+        with open(file, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:  # ValueError covers JSONDecodeError and UnicodeDecodeError
+        log.warning("skipping %s: cannot read JSON (%s)", file, exc)
+        return None
+    problem = _schema_problem(data)
+    if problem:
+        log.warning("skipping %s: not a kdbench result (%s)", file, problem)
+        return None
+    return data
+
+
+def _schema_problem(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return "top level is not an object"
+    if data.get("schema") != SCHEMA_VERSION:
+        return f"schema is {data.get('schema')!r}, expected {SCHEMA_VERSION}"
+    if not isinstance(data.get("run_id"), str):
+        return "no run_id"
+    if data.get("status") not in ("completed", "failed"):
+        return f"unknown status {data.get('status')!r}"
+    for part in ("dataset", "student", "method"):
+        if not isinstance(data.get(part), dict) or not isinstance(data[part].get("name"), str):
+            return f"no {part}.name"
+    if data.get("teacher") is not None and not isinstance(data["teacher"].get("name"), str):
+        return "teacher without a name"
+    return None
+
+
+# ----------------------------------------------------------------------------- rows
+@dataclass(frozen=True)
+class Row:
+    """One leaderboard line.
+
+    ``kind`` is "teacher" (the teacher's measured accuracy: ``last_top1 == best_top1`` is the mean
+    of the runs' ``teacher.top1``), "ce" (student trained alone, the baseline) or "method".
+    ``hparams`` holds only the method hyper-parameters that differ between runs of the same
+    (dataset, teacher, student, method), i.e. what tells this row apart from its siblings.
+    Means and sample stds (ddof=1, None for a single run) are over completed runs; ``delta_*``
+    is this row's mean minus the mean of the CE row of the same dataset and student.
+    """
+
+    kind: str
+    dataset: str
+    teacher: str | None
+    student: str | None
+    method: str | None
+    hparams: dict = field(default_factory=dict)
+    n: int = 0
+    n_failed: int = 0
+    seeds: tuple = ()
+    last_top1: float | None = None
+    last_top1_std: float | None = None
+    best_top1: float | None = None
+    best_top1_std: float | None = None
+    last_top5: float | None = None
+    delta_last: float | None = None
+    delta_best: float | None = None
+
+    @property
+    def label(self) -> str:
+        """The distinguishing hyper-parameters, e.g. ``"temperature=2"`` (empty if none)."""
+        return ", ".join(f"{k}={_show(v)}" for k, v in self.hparams.items())
+
+
+def aggregate(records: Sequence[dict], methods: Iterable[str] | None = None) -> list[Row]:
+    """Group records into ordered rows: per dataset and teacher, the teacher row, then per
+    student the CE row, then the methods alphabetically (sweep variants in value order).
+
+    The CE row of a student is repeated in every teacher block that distils into that student;
+    a CE row with no such block gets a block of its own (teacher None, listed last).
+    ``methods`` keeps only those method rows; teacher and CE rows stay as context for the kept
+    rows (CE rows without a block are shown only when "ce" is selected).
+    """
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    teacher_acc: dict[tuple, list[dict]] = defaultdict(list)
+    for rec in records:
+        groups[_group_key(rec)].append(rec)
+        if rec.get("teacher"):
+            teacher_acc[(rec["dataset"]["name"], rec["teacher"]["name"])].append(rec["teacher"])
+
+    rows = [_summarise(key, variant, runs) for key, runs in groups.items() for variant, runs in _split(runs)]
+    ce_rows: dict[tuple, list[Row]] = defaultdict(list)
+    for row in rows:
+        if row.kind == "ce":
+            ce_rows[(row.dataset, row.student)].append(row)
+    rows = [_with_delta(r, ce_rows[(r.dataset, r.student)]) for r in rows if r.kind == "method"]
+    if methods is not None:
+        methods = set(methods)
+        rows = [r for r in rows if r.method in methods]
+    show_lone_ce = methods is None or "ce" in methods
+
+    blocks: dict[tuple, list[Row]] = defaultdict(list)
+    for row in rows:
+        blocks[(row.dataset, row.teacher, row.student)].append(row)
+    covered = {(d, s) for d, _, s in blocks}
+    for (d, s) in ce_rows:
+        if show_lone_ce and (d, s) not in covered:
+            blocks[(d, None, s)] = []
+
+    ordered: list[Row] = []
+    head = None
+    for d, t, s in sorted(blocks, key=lambda b: (b[0], b[1] is None, b[1] or "", b[2])):
+        if t is not None and (d, t) != head:
+            ordered.append(_teacher_row(d, t, teacher_acc[(d, t)]))
+            head = (d, t)
+        ordered += sorted(ce_rows.get((d, s), []), key=lambda r: _variant_order(r.hparams))
+        ordered += sorted(blocks[(d, t, s)], key=lambda r: (r.method, _variant_order(r.hparams)))
+    return ordered
+
+
+def _group_key(rec: dict) -> tuple:
+    method = rec["method"]["name"]
+    teacher = rec.get("teacher")
+    teacher = None if method == "ce" or not teacher else teacher["name"]
+    return rec["dataset"]["name"], teacher, rec["student"]["name"], method
+
+
+def _split(runs: list[dict]) -> list[tuple[dict, list[dict]]]:
+    """Split runs of one (dataset, teacher, student, method) by the hyper-parameters that differ."""
+    flat = [_flatten(r["method"].get("hparams") or {}) for r in runs]
+    keys = sorted({k for hp in flat for k in hp})
+    differing = [k for k in keys if len({_norm(hp.get(k)) for hp in flat}) > 1]
+    variants: dict[tuple, tuple[dict, list[dict]]] = {}
+    for hp, run in zip(flat, runs):
+        variant = {k: hp.get(k) for k in differing}
+        key = tuple(_norm(v) for v in variant.values())
+        variants.setdefault(key, (variant, []))[1].append(run)
+    return list(variants.values())
+
+
+def _summarise(key: tuple, variant: dict, runs: list[dict]) -> Row:
+    dataset, teacher, student, method = key
+    done = [r for r in runs if r.get("status") == "completed"]
+    metric = lambda name: [m[name] for r in done if _num((m := r.get("metrics") or {}).get(name))]
+    last_mean, last_std = _mean_std(metric("last_top1"))
+    best_mean, best_std = _mean_std(metric("best_top1"))
+    return Row(
+        kind="ce" if method == "ce" else "method", dataset=dataset, teacher=teacher, student=student,
+        method=method, hparams=variant, n=len(done), n_failed=len(runs) - len(done),
+        seeds=tuple(sorted(r.get("seed") for r in done if r.get("seed") is not None)),
+        last_top1=last_mean, last_top1_std=last_std, best_top1=best_mean, best_top1_std=best_std,
+        last_top5=_mean_std(metric("last_top5"))[0],
+    )
+
+
+def _with_delta(row: Row, baselines: list[Row]) -> Row:
+    if len(baselines) != 1:  # no CE run, or several CE variants: no unambiguous baseline
+        return row
+    ce = baselines[0]
+    diff = lambda a, b: None if a is None or b is None else a - b
+    return replace(row, delta_last=diff(row.last_top1, ce.last_top1), delta_best=diff(row.best_top1, ce.best_top1))
+
+
+def _teacher_row(dataset: str, teacher: str, measured: list[dict]) -> Row:
+    top1 = _mean_std([m["top1"] for m in measured if _num(m.get("top1"))])[0]
+    top5 = _mean_std([m["top5"] for m in measured if _num(m.get("top5"))])[0]
+    return Row(kind="teacher", dataset=dataset, teacher=teacher, student=None, method=None,
+               last_top1=top1, best_top1=top1, last_top5=top5)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _norm(v: Any) -> str:
+    """Comparable form of a hyper-parameter value (4 and 4.0 are the same)."""
+    return json.dumps(float(v) if _num(v) else v, sort_keys=True)
+
+
+def _variant_order(hparams: dict) -> tuple:
+    return tuple((0, float(v), "") if _num(v) else (1, 0.0, _norm(v)) for v in hparams.values())
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return v if isinstance(v, str) else json.dumps(v)
