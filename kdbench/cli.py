@@ -93,12 +93,12 @@ def preflight(argv: list[str]) -> None:
             except OmegaConfBaseException as e:
                 fail(str(e).splitlines()[0])
             try:
-                validate(cfg)
+                validate(cfg, check_files=not args.cfg)  # --cfg only prints: no data needed
             except ConfigError as e:
                 fail(str(e))
 
 
-def validate(cfg: DictConfig) -> None:
+def validate(cfg: DictConfig, check_files: bool = True) -> None:
     """Check a composed config: types of every group, names that must exist, files that must be there."""
     from .config_schema import check_schemas
     from .data import check_data
@@ -107,7 +107,8 @@ def validate(cfg: DictConfig) -> None:
 
     check_schemas(cfg)
     method_kwargs(cfg.method)
-    check_data(cfg.dataset)
+    if check_files:
+        check_data(cfg.dataset)
     image_size = int(cfg.dataset.image_size)
     resolve_model_name(cfg.student.name, image_size)
     if method_class(cfg.method).uses_teacher:
@@ -115,7 +116,7 @@ def validate(cfg: DictConfig) -> None:
             resolve_model_name(cfg.teacher.name, image_size)
         except ConfigError as e:
             raise ConfigError(f"teacher.name: {e}") from None
-        if cfg.teacher.checkpoint and not Path(str(cfg.teacher.checkpoint)).expanduser().is_file():
+        if check_files and cfg.teacher.checkpoint and not Path(str(cfg.teacher.checkpoint)).expanduser().is_file():
             raise ConfigError(f"teacher.checkpoint: no file at {cfg.teacher.checkpoint}")
     if cfg.method.get("name") not in METHODS:
         raise ConfigError(f"method.name: unknown method '{cfg.method.get('name')}'; valid: {', '.join(sorted(METHODS))}")

@@ -53,7 +53,7 @@ def env(tmp_path) -> dict:
     """Environment for CLI runs: private teacher store, W&B offline and never online, no progress bars."""
     e = dict(os.environ)
     e.update(KDBENCH_HOME=str(tmp_path / "store"), WANDB_MODE="offline", WANDB_SILENT="true",
-             WANDB_DISABLE_GIT="true", OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1")
+             WANDB_DISABLE_GIT="true", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", COLUMNS="200")
     return e
 
 

@@ -48,16 +48,29 @@ def test_cfg_job_composes_the_cifar_recipe(tmp_path, env):
     (["dataset.root=/nonexistent/place"], "dataset.root: no cifar100 data at /nonexistent/place/cifar-100-python"),
     (["teacher.checkpoint=/nonexistent/t.pth"], "teacher.checkpoint: no file at /nonexistent/t.pth"),
 ])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, env, cifar_root, args, expected):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, cifar_root, args, expected, monkeypatch, capsys):
+    """In-process through the console script's entry point (the subprocess test below covers the real script)."""
+    from kdbench.cli import entry
+
     if not any(a.startswith("dataset.root") for a in args):
         args = args + [f"dataset.root={cifar_root}"]
-    out = run_cli(args, tmp_path, env)
-    assert out.returncode == 2, (out.stdout, out.stderr)
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1, out.stderr
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["kdbench", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        entry()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
     assert lines[0].startswith("kdbench: error: ") and expected in lines[0], lines[0]
-    assert "Traceback" not in out.stderr
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+
+
+def test_bad_choice_through_the_installed_script(tmp_path, env):
+    out = run_cli(["method=foo"], tmp_path, env)
+    assert out.returncode == 2
+    assert out.stderr.strip() == "kdbench: error: method: unknown choice 'foo'; valid: ce, dkd, kd, pld"
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_unreadable_checkpoint_is_one_line_exit_2(tmp_path, env, cifar_root):

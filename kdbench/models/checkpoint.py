@@ -23,7 +23,7 @@ def read_state_dict(path: str | os.PathLike, key: str = "teacher.checkpoint") ->
         raise ConfigError(f"{key}: no file at {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+    except Exception as e:  # any failure to unpickle a user file is bad input, reported in one line
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"{key}: cannot read checkpoint {path}: {reason}") from None
     if isinstance(obj, dict):
