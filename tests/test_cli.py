@@ -149,3 +149,34 @@ def test_local_multirun_sweeps_methods_and_seeds(tmp_path, env, cifar_root):
     # The teacher was trained once, for the whole sweep, and the sweep's leaderboard written at the end.
     assert len(list((Path(env["KDBENCH_HOME"]) / "teachers").rglob("teacher.pth"))) == 1
     assert (sweep / "leaderboard.md").is_file() and (sweep / "leaderboard.csv").is_file()
+
+
+def test_quickstart_preset_prints_teacher_ce_and_kd_rows(tmp_path, env):
+    """The README's quickstart, shortened to one epoch each: a multirun (ce, kd) plus the leaderboard."""
+    out = run_cli(["experiment=quickstart", "trainer.epochs=1", "teacher.train_epochs=1", "trainer.progress=false",
+                   "logger.mode=disabled"], tmp_path, env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    sweep = next((tmp_path / "outputs" / "quickstart").iterdir())
+    assert sorted(p.parent.name for p in sweep.rglob("result.json")) == ["ce", "kd"]
+    board = (sweep / "leaderboard.md").read_text()
+    for row in ("| digits | wrn_16_2 | — | teacher", "| digits | — | resnet8 | ce", "| digits | wrn_16_2 | resnet8 | kd"):
+        assert row in board, board
+    assert "kdbench leaderboard" in out.stdout
+
+
+def test_concurrent_jobs_train_the_teacher_once(tmp_path, env, cifar_root):
+    import subprocess
+    import sys
+
+    args = [f"dataset.root={cifar_root}", "teacher=resnet8", "teacher.train_epochs=1", "student=resnet8",
+            "trainer.epochs=1", "trainer.max_steps_per_epoch=1", "logger.mode=disabled", *FAST]
+    script = "import sys; from kdbench.cli import entry; sys.argv = ['kdbench'] + sys.argv[1:]; entry()"
+    procs = [subprocess.Popen([sys.executable, "-c", script, *args, f"seed={s}", f"hydra.run.dir={tmp_path / str(s)}"],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for s in (0, 1)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    assert sum("not in the store: training it first" in log for log in logs) == 1, logs
+    results = [read_result(tmp_path / str(s)) for s in (0, 1)]
+    assert results[0]["teacher"]["checkpoint"] == results[1]["teacher"]["checkpoint"]
+    assert results[0]["teacher"]["top1"] == results[1]["teacher"]["top1"]

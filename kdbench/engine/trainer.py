@@ -191,7 +191,7 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None) -> dict:
     log_every = max(int(tcfg.log_every_n_steps), 1)
     status, failure = "completed", None
     try:
-        with EpochProgress(enabled=bool(tcfg.progress), total_epochs=epochs, steps_per_epoch=steps_per_epoch) as bar:
+        with EpochProgress(bool(tcfg.progress), epochs, steps_per_epoch, int(tcfg.batch_size)) as bar:
             for epoch in range(start_epoch, epochs + 1):
                 # Shuffling and augmentation are a function of (seed, epoch): exact resume at epoch boundaries.
                 seed_everything(epoch_seed(seed, epoch))
