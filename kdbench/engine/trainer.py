@@ -189,7 +189,7 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None) -> dict:
     if tcfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, int(tcfg.max_steps_per_epoch))
     log_every = max(int(tcfg.log_every_n_steps), 1)
-    status, failure = "completed", None
+    status, failure = "failed", None
     try:
         with EpochProgress(bool(tcfg.progress), epochs, steps_per_epoch, int(tcfg.batch_size)) as bar:
             for epoch in range(start_epoch, epochs + 1):
@@ -274,11 +274,16 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None) -> dict:
                     "wandb_id": tracker.run_id, "config": resolved, "train_time_s": train_time,
                     "train_images": train_images,
                 })
-    except (TrainingFailed, KeyboardInterrupt, RuntimeError) as e:
-        status, failure = "failed", f"{type(e).__name__}: {e}".splitlines()[0]
-        raise_after = e
-    else:
-        raise_after = None
+        status = "completed"
+    except TrainingFailed as e:
+        failure = str(e)
+        raise
+    except KeyboardInterrupt:
+        failure = "interrupted (KeyboardInterrupt)"
+        raise
+    except Exception as e:
+        failure = f"{type(e).__name__}: {e}".splitlines()[0]
+        raise TrainingFailed(failure) from e
     finally:
         record = build_record(
             status=status, failure=failure, history=history, wall_time_s=time.perf_counter() - t_start,
@@ -288,8 +293,4 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None) -> dict:
         tracker.summary({k: v for k, v in record["metrics"].items() if v is not None} | {"status": status})
         tracker.finish(failed=status != "completed")
         write_record(run_dir, record)
-    if raise_after is not None:
-        if isinstance(raise_after, TrainingFailed):
-            raise raise_after
-        raise TrainingFailed(failure) from raise_after
     return record
