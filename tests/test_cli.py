@@ -153,11 +153,11 @@ def test_local_multirun_sweeps_methods_and_seeds(tmp_path, env, cifar_root):
 
 def test_quickstart_preset_prints_teacher_ce_and_kd_rows(tmp_path, env):
     """The README's quickstart, shortened to one epoch each: a multirun (ce, kd) plus the leaderboard."""
-    out = run_cli(["experiment=quickstart", "trainer.epochs=1", "teacher.train_epochs=1", "trainer.progress=false",
+    out = run_cli(["experiment=quickstart", "hydra.sweeper.params.seed=0", "trainer.epochs=1", "teacher.train_epochs=1", "trainer.progress=false",
                    "logger.mode=disabled"], tmp_path, env)
     assert out.returncode == 0, out.stderr[-3000:]
     sweep = next((tmp_path / "outputs" / "quickstart").iterdir())
-    assert sorted(p.parent.name for p in sweep.rglob("result.json")) == ["ce", "kd"]
+    assert sorted(p.parent.name for p in sweep.rglob("result.json")) == ["ce-seed0", "kd-seed0"]
     board = (sweep / "leaderboard.md").read_text()
     for row in ("| digits | wrn_16_2 | — | teacher", "| digits | — | resnet8 | ce", "| digits | wrn_16_2 | resnet8 | kd"):
         assert row in board, board
