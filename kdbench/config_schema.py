@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ValidationError, ConfigKeyError

@@ -8,7 +8,6 @@ A bare state_dict and a ``state_dict`` entry load too; a DataParallel ``module.`
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 
 import torch

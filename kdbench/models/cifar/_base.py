@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import math
+
 import torch
 import torch.nn.functional as F
 from timm.models import register_model
@@ -137,6 +139,32 @@ def run_stage(blocks: nn.Sequential, x: torch.Tensor) -> Tuple[torch.Tensor, tor
             return block.forward_with_preact(x)
         x = block(x)
     raise ValueError("empty stage")
+
+
+def init_fan_out_normal(model: nn.Module) -> None:
+    """The VGG / MobileNetV2 references' init: conv N(0, sqrt(2 / fan_out)), BN (1, 0), linear N(0, 0.01)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+def init_kaiming_fan_out(model: nn.Module) -> None:
+    """The CIFAR ResNet references' init: conv kaiming-normal (fan_out, relu), norm layers (1, 0)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
 
 
 def stage_info(chs: Sequence[int], reductions: Sequence[int], modules: Sequence[str]) -> List[Dict[str, Any]]:

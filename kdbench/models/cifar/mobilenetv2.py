@@ -20,12 +20,11 @@ one that is pooled) is not among them.  The references define no
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
 
-from ._base import CifarNet, build_model, register, stage_info
+from ._base import CifarNet, build_model, init_fan_out_normal, register, stage_info
 
 __all__ = ["InvertedResidual", "MobileNetV2", "mobile_half"]
 
@@ -101,18 +100,7 @@ class MobileNetV2(CifarNet):
 
         self.feature_info = stage_info(chs, reds, ["conv1"] + [f"blocks.{i}" for i in _FEAT_GROUPS])
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_fan_out_normal(self)
 
     def get_classifier(self) -> nn.Module:
         return self.classifier[0]

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import CifarNet, build_model, register, run_stage, stage_info
+from ._base import CifarNet, build_model, init_kaiming_fan_out, register, run_stage, stage_info
 
 __all__ = [
     "BasicBlock", "CifarResNet",
@@ -90,12 +90,7 @@ class CifarResNet(CifarNet):
         )
 
         # same scheme (and RNG consumption order) as the reference
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
+        init_kaiming_fan_out(self)
 
     def _make_stage(self, out_chs: int, num_blocks: int, stride: int) -> nn.Sequential:
         downsample = None

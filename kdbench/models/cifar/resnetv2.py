@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import CifarNet, build_model, register, run_stage, stage_info
+from ._base import CifarNet, build_model, init_kaiming_fan_out, register, run_stage, stage_info
 
 __all__ = ["BasicBlock", "Bottleneck", "CifarResNetV2", "ResNet18", "ResNet34", "ResNet50"]
 
@@ -121,12 +121,7 @@ class CifarResNetV2(CifarNet):
             ["act1", "layer1", "layer2", "layer3", "layer4"],
         )
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
+        init_kaiming_fan_out(self)
         if zero_init_residual:
             for m in self.modules():
                 if isinstance(m, Bottleneck):

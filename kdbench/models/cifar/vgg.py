@@ -16,14 +16,13 @@ groups 1-4.  At 32x32 input the last two stages are both 4x4.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import CifarNet, build_model, register, stage_info
+from ._base import CifarNet, build_model, init_fan_out_normal, register, stage_info
 
 __all__ = ["CifarVGG", "VGG_CFGS", "vgg8", "vgg11", "vgg13", "vgg16", "vgg19"]
 
@@ -71,18 +70,7 @@ class CifarVGG(CifarNet):
 
         self.feature_info = stage_info(widths, [1, 2, 4, 8, 8], [f"act{i}" for i in range(5)])
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_fan_out_normal(self)
 
     def _forward_impl(self, x: torch.Tensor, want_preact: bool):
         height = x.shape[2]
