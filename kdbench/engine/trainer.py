@@ -33,7 +33,7 @@ log = logging.getLogger("kdbench")
 CHECKPOINT_DIR = "checkpoints"
 LAST, BEST = "last.pt", "best.pt"
 # Keys that may differ between a run and the run it resumes.
-RESUME_FREE_KEYS = ("resume", "trainer.progress", "trainer.log_every_n_steps", "logger", "trainer.num_threads")
+RESUME_FREE_KEYS = ("resume", "trainer.progress", "trainer.log_every_n_steps", "logger")
 
 
 class TrainingFailed(RuntimeError):
