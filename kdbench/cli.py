@@ -18,7 +18,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
@@ -129,6 +129,9 @@ def run(cfg: DictConfig) -> dict | None:
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
+    if hc.mode == RunMode.MULTIRUN and not cfg.logger.group:
+        with open_dict(cfg):  # the jobs of one sweep form one W&B group, named after the sweep directory
+            cfg.logger.group = Path(hc.sweep.dir).name
     try:
         validate(cfg)
         record = train(cfg, run_dir, teacher_provider=provide_teacher)

@@ -109,7 +109,10 @@ def test_end_to_end_kd_run_result_wandb_and_table(tmp_path, env, cifar_root):
     assert json.loads(store_run.read_text())["method"]["name"] == "ce"
     # Checkpoints (community format for best) and the W&B offline run directory.
     assert torch.load(run_dir / "checkpoints/best.pt", weights_only=True)["model"]
-    assert list((run_dir / "wandb").glob("offline-run-*")), list(run_dir.rglob("*"))[:20]
+    offline = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(offline) == 1, list(run_dir.rglob("*"))[:20]
+    logged = offline[0].read_bytes()  # the resolved config and per-epoch metrics are in the offline run's log
+    assert b"kd_weight" in logged and b"val/top1" in logged and b"train/epoch_kd" in logged
     assert (run_dir / "kdbench.log").read_text().count("epoch ") >= 2
     # kdbench-table reads it.
     table = run_cli([str(tmp_path), "--out", str(tmp_path / "tables")], tmp_path, env, script="kdbench-table")

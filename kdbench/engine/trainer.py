@@ -263,7 +263,9 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None) -> dict:
                          entry["loss"], " ".join(f"{k} {v:.4f}" for k, v in entry["losses"].items()), top1, top5, lr,
                          entry["images_per_s"])
                 tracker.log({"val/top1": top1, "val/top5": top5, "lr": lr, "epoch": epoch,
-                             "train/images_per_s": entry["images_per_s"]}, step=epoch * steps_per_epoch)
+                             "train/images_per_s": entry["images_per_s"], "train/epoch_loss": entry["loss"],
+                             **{f"train/epoch_{k}": v for k, v in entry["losses"].items()}},
+                            step=epoch * steps_per_epoch)
                 if top1 > best_top1:
                     best_top1 = top1
                     save_torch(ckpt_dir / BEST, {"model": student.state_dict(), "epoch": epoch, "best_acc": top1})
