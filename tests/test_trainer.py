@@ -59,3 +59,30 @@ def test_multistep_schedule_matches_the_recipe(tmp_path):
     record = train(cfg, tmp_path / "run")
     assert [h["lr"] for h in record["history"]] == pytest.approx([0.05, 0.05, 0.005, 0.0005])
     assert record["teacher"] is None
+
+
+def test_any_timm_model_trains_as_student_and_teacher(tmp_path):
+    cfg = compose_cfg(tmp_path, "method=kd", "student.name=resnet10t", "teacher.name=resnet10t", "trainer.epochs=1")
+    record = train(cfg, tmp_path / "run", teacher_provider=provide_teacher)
+    assert record["status"] == "completed"
+    assert record["student"]["resolved"] == "resnet10t" and record["teacher"]["resolved"] == "resnet10t"
+
+
+def test_pretrained_teacher_comes_from_timm(tmp_path, monkeypatch):
+    import kdbench.engine.teacher as teacher_module
+    from kdbench.errors import ConfigError
+
+    calls = []
+
+    def fake_create_model(name, num_classes, image_size=32, pretrained=False):
+        calls.append((name, pretrained))
+        return create_model(name, num_classes, image_size=image_size)  # no download in tests
+
+    monkeypatch.setattr(teacher_module, "create_model", fake_create_model)
+    cfg = compose_cfg(tmp_path, "method=kd", "teacher.name=resnet10t", "teacher.pretrained=true", "trainer.epochs=1")
+    record = train(cfg, tmp_path / "run", teacher_provider=provide_teacher)
+    assert calls == [("resnet10t", True)]
+    assert record["teacher"]["checkpoint"] == "timm:resnet10t" and record["teacher"]["top1"] is not None
+    assert not (tmp_path / "store").exists()  # nothing trained
+    with pytest.raises(ConfigError, match="none are hosted for CIFAR zoo model 'resnet8'"):
+        create_model("resnet8", 10, pretrained=True)
