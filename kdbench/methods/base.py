@@ -8,6 +8,7 @@ so they never depend on hard-coded channel tables; they train with the student a
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -40,8 +41,10 @@ class Method(nn.Module):
         """Create trainable parts from sample outputs of the actual student/teacher pair (default: none)."""
 
     def hparams(self) -> dict:
-        """The method's hyper-parameters, as recorded in result.json."""
-        return dict(getattr(self, "_hparams", {}))
+        """The method's hyper-parameters, as recorded in result.json: the constructor's arguments, read back
+        from the attributes of the same names (so every method stores each argument under its own name)."""
+        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        return {n: getattr(self, n) for n in names}
 
     def forward(self, student: ModelOutput, teacher: ModelOutput | None, batch: Batch, progress: Progress) -> dict[str, torch.Tensor]:
         raise NotImplementedError

@@ -17,8 +17,6 @@ class DKD(Method):
         super().__init__()
         self.ce_weight, self.alpha, self.beta, self.temperature = ce_weight, alpha, beta, temperature
         self.warmup_epochs = warmup_epochs
-        self._hparams = dict(ce_weight=ce_weight, alpha=alpha, beta=beta, temperature=temperature,
-                             warmup_epochs=warmup_epochs)
 
     def forward(self, student, teacher, batch, progress):
         ramp = min(progress.epoch / self.warmup_epochs, 1.0) if self.warmup_epochs > 0 else 1.0

@@ -14,7 +14,6 @@ class KD(Method):
     def __init__(self, temperature: float = 4.0, ce_weight: float = 0.1, kd_weight: float = 0.9):
         super().__init__()
         self.temperature, self.ce_weight, self.kd_weight = temperature, ce_weight, kd_weight
-        self._hparams = dict(temperature=temperature, ce_weight=ce_weight, kd_weight=kd_weight)
 
     def forward(self, student, teacher, batch, progress):
         return {

@@ -14,7 +14,6 @@ class PLD(Method):
     def __init__(self, temperature: float = 1.0, weight: float = 1.0):
         super().__init__()
         self.temperature, self.weight = temperature, weight
-        self._hparams = dict(temperature=temperature, weight=weight)
 
     def forward(self, student, teacher, batch, progress):
         return {"pld": self.weight * pld_loss(student.logits, teacher.logits, batch.targets, temperature=self.temperature)}
