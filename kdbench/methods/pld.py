@@ -3,6 +3,8 @@
 The teacher-optimal ranking puts the true label first, then the other classes by descending teacher logit;
 rank k carries weight softmax(t / tau) of its class; loss = sum_k w_k (logsumexp_{j>=k} s_pi(j) - s_pi(k)).
 There is no separate CE term: with one-hot weights the loss is cross-entropy.
+Source: Bassam, Zhu & Bian, "PLD: A Choice-Theoretic List-Wise Knowledge Distillation", NeurIPS 2025
+(arXiv:2506.12542), Sec. 4.2 and its Appendix C listing.
 """
 
 from ..losses import pld_loss
