@@ -101,12 +101,14 @@ def preflight(argv: list[str]) -> None:
 def validate(cfg: DictConfig, check_files: bool = True) -> None:
     """Check a composed config: types of every group, names that must exist, files that must be there."""
     from .config_schema import check_schemas
+    from .engine.runtime import select_device
     from .data import check_data
     from .methods import METHODS, method_class, method_kwargs
     from .models import resolve_model_name
 
     check_schemas(cfg)
     method_kwargs(cfg.method)
+    select_device(cfg.trainer.device)
     if check_files:
         check_data(cfg.dataset)
     image_size = int(cfg.dataset.image_size)

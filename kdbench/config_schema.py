@@ -24,6 +24,7 @@ class TrainerSchema:
     max_steps_per_epoch: Optional[int] = None
     log_every_n_steps: int = 50
     progress: bool = True
+    num_threads: Optional[int] = None
 
 
 @dataclass

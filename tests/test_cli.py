@@ -44,6 +44,7 @@ def test_cfg_job_composes_the_cifar_recipe(tmp_path, env):
     (["method.temperature=abc"], "method.temperature: expected float"),
     (["trainer.precision=fp8"], "trainer.precision: unknown value 'fp8'; valid: fp32, bf16, fp16"),
     (["logger.mode=sometimes"], "logger.mode"),
+    (["trainer.device=cuda"] if not torch.cuda.is_available() else ["trainer.device=tpu"], "trainer.device: "),
     (["-m", "method=kd,nope"], "method: unknown choice 'nope'"),
     (["dataset.root=/nonexistent/place"], "dataset.root: no cifar100 data at /nonexistent/place/cifar-100-python"),
     (["teacher.checkpoint=/nonexistent/t.pth"], "teacher.checkpoint: no file at /nonexistent/t.pth"),

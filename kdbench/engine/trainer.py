@@ -33,7 +33,7 @@ log = logging.getLogger("kdbench")
 CHECKPOINT_DIR = "checkpoints"
 LAST, BEST = "last.pt", "best.pt"
 # Keys that may differ between a run and the run it resumes.
-RESUME_FREE_KEYS = ("resume", "trainer.progress", "trainer.log_every_n_steps", "logger")
+RESUME_FREE_KEYS = ("resume", "trainer.progress", "trainer.log_every_n_steps", "trainer.num_threads", "logger")
 
 
 class TrainingFailed(RuntimeError):
@@ -103,6 +103,8 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None) -> dict:
     started_at, t_start = utc_now(), time.perf_counter()
     tcfg = cfg.trainer
     device = select_device(tcfg.device)
+    if tcfg.get("num_threads"):
+        torch.set_num_threads(int(tcfg.num_threads))
     precision = check_precision(str(tcfg.precision), device)
     set_deterministic(bool(tcfg.deterministic))
     seed = int(cfg.seed)
