@@ -126,6 +126,7 @@ def validate(cfg: DictConfig, check_files: bool = True) -> None:
 
 def run(cfg: DictConfig) -> dict | None:
     """The Hydra task: one job = one training run in Hydra's output directory."""
+    from .engine.runtime import sigterm_raises
     from .engine.teacher import provide_teacher
     from .engine.trainer import TrainingFailed, train
 
@@ -136,7 +137,8 @@ def run(cfg: DictConfig) -> dict | None:
             cfg.logger.group = Path(hc.sweep.dir).name
     try:
         validate(cfg)
-        record = train(cfg, run_dir, teacher_provider=provide_teacher)
+        with sigterm_raises():
+            record = train(cfg, run_dir, teacher_provider=provide_teacher)
     except ConfigError as e:
         fail(str(e))
     except TrainingFailed as e:

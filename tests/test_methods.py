@@ -98,3 +98,7 @@ def test_unknown_hyper_parameter_lists_the_valid_ones():
 
 def test_int_is_accepted_where_float_is_declared():
     assert build_method(method_cfg("kd", temperature=2)).temperature == 2.0
+
+
+def test_ce_records_no_hyper_parameters():
+    assert build_method(method_cfg("ce")).hparams() == {}

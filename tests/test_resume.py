@@ -62,3 +62,22 @@ def test_resume_refuses_a_different_configuration(tmp_path, env, cifar_root):
     out = run_cli(common + [f"hydra.run.dir={tmp_path / 'other'}", f"resume={run_dir}", "optim.lr=0.2"], tmp_path, env)
     assert out.returncode == 2
     assert "resume:" in out.stderr and "optim.lr" in out.stderr
+
+
+def test_sigterm_is_recorded_as_a_failed_run(tmp_path, env, cifar_root):
+    run_dir = tmp_path / "term"
+    args = [f"dataset.root={cifar_root}", "student=resnet8", "method=ce", "trainer.epochs=50", "logger.mode=disabled",
+            f"hydra.run.dir={run_dir}", *FAST]
+    script = "import sys; from kdbench.cli import entry; sys.argv = ['kdbench'] + sys.argv[1:]; entry()"
+    proc = subprocess.Popen([sys.executable, "-c", script, *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not (run_dir / "checkpoints" / "last.pt").is_file():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err[-2000:]
+    assert (run_dir / "result.json").is_file(), err[-3000:]
+    r = read_result(run_dir)
+    assert r["status"] == "failed" and "SIGTERM" in r["failure"] and 1 <= r["epochs_run"] < 50
+    assert not list(run_dir.rglob("*.tmp"))

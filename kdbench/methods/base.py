@@ -43,7 +43,8 @@ class Method(nn.Module):
     def hparams(self) -> dict:
         """The method's hyper-parameters, as recorded in result.json: the constructor's arguments, read back
         from the attributes of the same names (so every method stores each argument under its own name)."""
-        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        params = inspect.signature(type(self).__init__).parameters.values()
+        names = [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
         return {n: getattr(self, n) for n in names}
 
     def forward(self, student: ModelOutput, teacher: ModelOutput | None, batch: Batch, progress: Progress) -> dict[str, torch.Tensor]:
