@@ -141,6 +141,17 @@ def run_stage(blocks: nn.Sequential, x: torch.Tensor) -> Tuple[torch.Tensor, tor
     raise ValueError("empty stage")
 
 
+def run_stages(stem_out: torch.Tensor, stages: Sequence[nn.Sequential]):
+    """Run the stages after the stem; return (final, feats, preacts), both lists starting with the stem output
+    (the ResNet / ShuffleNetV1 references list the post-ReLU stem as feats[0] and preacts[0])."""
+    x, feats, preacts = stem_out, [stem_out], [stem_out]
+    for stage in stages:
+        x, pre = run_stage(stage, x)
+        feats.append(x)
+        preacts.append(pre)
+    return x, feats, preacts
+
+
 def init_fan_out_normal(model: nn.Module) -> None:
     """The VGG / MobileNetV2 references' init: conv N(0, sqrt(2 / fan_out)), BN (1, 0), linear N(0, 0.01)."""
     for m in model.modules():

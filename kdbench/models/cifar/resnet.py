@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import CifarNet, build_model, init_kaiming_fan_out, register, run_stage, stage_info
+from ._base import CifarNet, build_model, init_kaiming_fan_out, register, run_stages, stage_info
 
 __all__ = [
     "BasicBlock", "CifarResNet",
@@ -105,13 +105,7 @@ class CifarResNet(CifarNet):
         return nn.Sequential(*blocks)
 
     def _forward_impl(self, x: torch.Tensor, want_preact: bool):
-        x = self.relu(self.bn1(self.conv1(x)))
-        feats, preacts = [x], [x]
-        for stage in (self.layer1, self.layer2, self.layer3):
-            x, pre = run_stage(stage, x)
-            feats.append(x)
-            preacts.append(pre)
-        return x, feats, preacts
+        return run_stages(self.relu(self.bn1(self.conv1(x))), (self.layer1, self.layer2, self.layer3))
 
 
 _SLIM = (16, 16, 32, 64)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import CifarNet, build_model, init_kaiming_fan_out, register, run_stage, stage_info
+from ._base import CifarNet, build_model, init_kaiming_fan_out, register, run_stages, stage_info
 
 __all__ = ["BasicBlock", "Bottleneck", "CifarResNetV2", "ResNet18", "ResNet34", "ResNet50"]
 
@@ -130,13 +130,7 @@ class CifarResNetV2(CifarNet):
                     nn.init.zeros_(m.bn2.weight)
 
     def _forward_impl(self, x: torch.Tensor, want_preact: bool):
-        x = self.act1(self.bn1(self.conv1(x)))
-        feats, preacts = [x], [x]
-        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x, pre = run_stage(stage, x)
-            feats.append(x)
-            preacts.append(pre)
-        return x, feats, preacts
+        return run_stages(self.act1(self.bn1(self.conv1(x))), (self.layer1, self.layer2, self.layer3, self.layer4))
 
 
 def ResNet18(num_classes: int = 100, **kwargs) -> CifarResNetV2:

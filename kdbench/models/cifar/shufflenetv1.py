@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import CifarNet, build_model, register, run_stage, stage_info
+from ._base import CifarNet, build_model, register, run_stages, stage_info
 
 __all__ = ["channel_shuffle", "ShuffleV1Block", "ShuffleNetV1", "shufflev1"]
 
@@ -104,13 +104,7 @@ class ShuffleNetV1(CifarNet):
         )
 
     def _forward_impl(self, x: torch.Tensor, want_preact: bool):
-        x = self.act1(self.bn1(self.conv1(x)))
-        feats, preacts = [x], [x]
-        for stage in (self.layer1, self.layer2, self.layer3):
-            x, pre = run_stage(stage, x)
-            feats.append(x)
-            preacts.append(pre)
-        return x, feats, preacts
+        return run_stages(self.act1(self.bn1(self.conv1(x))), (self.layer1, self.layer2, self.layer3))
 
 
 def shufflev1(num_classes: int = 100, **kwargs) -> ShuffleNetV1:
