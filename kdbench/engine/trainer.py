@@ -171,21 +171,21 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None) -> dict:
         log.info("resuming from %s at epoch %d", resume_from, start_epoch)
     run_id = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
+    name_parts = [cfg.method.name, cfg.teacher.name if teacher is not None else None, cfg.student.name, f"s{seed}"]
     tracker = Tracker(cfg.logger, run_dir, resolved, run_id=wandb_id,
-                      default_name=f"{cfg.method.name}-{cfg.teacher.name if teacher else ''}-{cfg.student.name}-s{seed}")
-    teacher_record = teacher_info if teacher is not None else None
+                      default_name="-".join(str(p) for p in name_parts if p is not None))
     record_args = dict(
         run_id=run_id, started_at=started_at, config=resolved,
         dataset={"name": data.name, "num_classes": data.num_classes, "image_size": data.image_size,
                  "train_size": len(data.train), "test_size": len(data.test)},
-        teacher=teacher_record,
+        teacher=teacher_info,
         student={"name": str(cfg.student.name), "resolved": student.kdbench_name,
                  "params": sum(p.numel() for p in student.parameters()), "extra_params": extra_params},
         method={"name": str(cfg.method.name), "hparams": method.hparams()},
         seed=seed, epochs=epochs, device=str(device), precision=precision, run_dir=run_dir,
     )
-    if teacher_record:
-        tracker.summary({"teacher/top1": teacher_record.get("top1"), "teacher/top5": teacher_record.get("top5")})
+    if teacher_info:
+        tracker.summary({"teacher/top1": teacher_info["top1"], "teacher/top5": teacher_info["top5"]})
 
     steps_per_epoch = len(train_loader)
     if tcfg.max_steps_per_epoch:
