@@ -68,6 +68,9 @@ def preflight(argv: list[str]) -> None:
             args = get_args_parser().parse_args(argv)
         except SystemExit:
             return  # Hydra reports its own usage errors
+    modes = [flag for flag in ("run", "multirun", "cfg", "info", "shell_completion") if getattr(args, flag, None)]
+    if len(modes) > 1:
+        fail(f"only one of --run, --multirun, --cfg, --info, --shell-completion can be given (got {', '.join(modes)})")
     passthrough = ("help", "hydra_help", "info", "version", "shell_completion", "config_name", "config_dir",
                    "config_path", "experimental_rerun")
     if any(getattr(args, flag, None) for flag in passthrough):
