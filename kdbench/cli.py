@@ -63,11 +63,16 @@ def preflight(argv: list[str]) -> None:
     from hydra import compose, initialize_config_module
     from hydra._internal.utils import get_args_parser
 
-    with contextlib.redirect_stderr(io.StringIO()):
-        try:
+    usage = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(usage):
             args = get_args_parser().parse_args(argv)
-        except SystemExit:
-            return  # Hydra reports its own usage errors
+    except SystemExit as e:
+        if e.code in (0, None):
+            return
+        error = [line for line in usage.getvalue().splitlines() if "error: " in line]
+        fail(error[-1].split("error: ", 1)[1] + " (overrides go after the flags: kdbench [flags] key=value ...)"
+             if error else "bad command line; see kdbench --help")
     modes = [flag for flag in ("run", "multirun", "cfg", "info", "shell_completion") if getattr(args, flag, None)]
     if len(modes) > 1:
         fail(f"only one of --run, --multirun, --cfg, --info, --shell-completion can be given (got {', '.join(modes)})")

@@ -46,7 +46,8 @@ def test_cfg_job_composes_the_cifar_recipe(tmp_path, env):
     (["logger.mode=sometimes"], "logger.mode"),
     (["trainer.device=cuda"] if not torch.cuda.is_available() else ["trainer.device=tpu"], "trainer.device: "),
     (["-m", "method=kd,nope"], "method: unknown choice 'nope'"),
-    (["-m", "method=kd,pld", "--cfg", "job"], "only one of --run, --multirun, --cfg"),
+    (["-m", "--cfg", "job", "method=kd,pld"], "only one of --run, --multirun, --cfg"),
+    (["--cfg", "job", "--bogus"], "unrecognized arguments: --bogus"),
     (["dataset.root=/nonexistent/place"], "dataset.root: no cifar100 data at /nonexistent/place/cifar-100-python"),
     (["teacher.checkpoint=/nonexistent/t.pth"], "teacher.checkpoint: no file at /nonexistent/t.pth"),
 ])
