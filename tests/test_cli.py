@@ -186,3 +186,22 @@ def test_concurrent_jobs_train_the_teacher_once(tmp_path, env, cifar_root):
     results = [read_result(tmp_path / str(s)) for s in (0, 1)]
     assert results[0]["teacher"]["checkpoint"] == results[1]["teacher"]["checkpoint"]
     assert results[0]["teacher"]["top1"] == results[1]["teacher"]["top1"]
+
+
+def test_headline_command_trains_pld_into_cifar_resnet18(tmp_path, env, cifar_root):
+    """`kdbench method=pld student=resnet18` with the default CIFAR-100 recipe and resnet32x4 teacher (shortened)."""
+    run_dir = tmp_path / "run"
+    out = run_cli(["method=pld", "student=resnet18", f"dataset.root={cifar_root}", "trainer.epochs=1",
+                   "teacher.train_epochs=1", "trainer.max_steps_per_epoch=1", "logger.mode=disabled",
+                   f"hydra.run.dir={run_dir}", *FAST], tmp_path, env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = read_result(run_dir)
+    assert r["status"] == "completed" and r["dataset"]["name"] == "cifar100"
+    assert r["student"]["resolved"] == "cifar_resnet18" and r["student"]["params"] == 11_220_132
+    assert r["teacher"]["resolved"] == "cifar_resnet32x4" and r["teacher"]["params"] == 7_433_860
+    assert r["method"] == {"name": "pld", "hparams": {"temperature": 1.0, "weight": 1.0}}
+    assert set(r["history"][0]["losses"]) == {"pld"}
+    assert r["config"]["optim"] | {"milestones": tuple(r["config"]["optim"]["milestones"])} == {
+        "name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False, "schedule": "multistep",
+        "milestones": (150, 180, 210), "gamma": 0.1, "warmup_epochs": 0}
+    assert r["config"]["trainer"]["batch_size"] == 64 and r["config"]["trainer"]["epochs"] == 1
