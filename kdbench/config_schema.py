@@ -8,6 +8,10 @@ from typing import List, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ValidationError, ConfigKeyError
 
+from .data.base import AUGMENTATIONS
+from .engine.optim import OPTIMIZERS, SCHEDULES
+from .engine.runtime import PRECISIONS
+from .engine.tracking import MODES
 from .errors import ConfigError
 
 
@@ -79,12 +83,13 @@ SCHEMAS = {"trainer": TrainerSchema, "optim": OptimSchema, "logger": LoggerSchem
            "dataset": DatasetSchema}
 OPEN = {"dataset"}  # groups whose files may add keys of their own
 
+# Each value list lives beside the code that acts on it; the preflight checks against the same lists.
 CHOICES = {
-    "trainer.precision": ("fp32", "bf16", "fp16"),
-    "optim.name": ("sgd", "adamw"),
-    "optim.schedule": ("multistep", "cosine", "constant"),
-    "logger.mode": ("online", "offline", "disabled"),
-    "dataset.augment": ("cifar", "pad_crop", "none"),
+    "trainer.precision": PRECISIONS,
+    "optim.name": OPTIMIZERS,
+    "optim.schedule": SCHEDULES,
+    "logger.mode": MODES,
+    "dataset.augment": AUGMENTATIONS,
 }
 
 

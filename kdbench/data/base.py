@@ -10,6 +10,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2 as T
 
 
+AUGMENTATIONS = ("cifar", "pad_crop", "none")
+
+
 @dataclass
 class DataBundle:
     name: str
@@ -70,7 +73,7 @@ def build_transforms(augment: str, image_size: int, mean: Sequence[float], std: 
         elif augment != "none":
             from ..errors import ConfigError
 
-            raise ConfigError(f"dataset.augment: unknown augmentation '{augment}'; valid: cifar, pad_crop, none")
+            raise ConfigError(f"dataset.augment: unknown augmentation '{augment}'; valid: {', '.join(AUGMENTATIONS)}")
     steps += [T.ToDtype(torch.float32, scale=True), T.Normalize(list(mean), list(std))]
     return T.Compose(steps)
 
