@@ -13,6 +13,7 @@ import json
 import logging
 from pathlib import Path
 
+import torch
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -52,8 +53,6 @@ def _train_into_store(cfg: DictConfig, directory: Path, dataset_name: str) -> No
              cfg.teacher.name, dataset_name, int(cfg.teacher.train_epochs), directory)
     record = train(teacher_training_config(cfg), directory / "run")
     best = directory / "run" / "checkpoints" / "best.pt"
-    import torch
-
     state = torch.load(directory / "run" / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
     # The store keeps the final (last-epoch) weights, as the community teachers are ckpt_epoch_240.pth.
     save_torch(directory / "teacher.pth", {"model": state["model"], "epoch": state["epoch"],
@@ -88,8 +87,6 @@ def provide_teacher(cfg: DictConfig, data, device):
         measured = (meta["top1"], meta["top5"])
     model.eval().requires_grad_(False).to(device)
     if measured is None:
-        import torch
-
         _, test_loader = build_loaders(data, cfg.dataset, int(cfg.trainer.batch_size), int(cfg.trainer.eval_batch_size),
                                        pin_memory=device.type == "cuda", generator=torch.Generator())
         measured = evaluate(model, test_loader, device, str(cfg.trainer.precision), data.num_classes)
