@@ -144,7 +144,7 @@ def run(cfg: DictConfig) -> dict | None:
         with open_dict(cfg):  # the jobs of one sweep form one W&B group, named after the sweep directory
             cfg.logger.group = Path(hc.sweep.dir).name
     try:
-        validate(cfg)
+        validate(cfg)  # again per job: a large sweep's preflight composes only a sample of its jobs
         with sigterm_raises():
             record = train(cfg, run_dir, teacher_provider=provide_teacher)
     except ConfigError as e:
