@@ -43,6 +43,7 @@ class OptimSchema:
     gamma: float = 0.1
     warmup_epochs: int = 0
     betas: Optional[List[float]] = None
+    delta: float = 0.075  # DOT: task momentum = momentum - delta, distillation momentum = momentum + delta
 
 
 @dataclass
@@ -117,5 +118,8 @@ def check_schemas(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.batch_size: must be >= 1, got {cfg.trainer.batch_size}")
     if float(cfg.optim.lr) <= 0:
         raise ConfigError(f"optim.lr: must be > 0, got {cfg.optim.lr}")
+    if cfg.optim.name == "dot" and cfg.trainer.precision == "fp16":
+        raise ConfigError("optim.name: dot steps task and distillation gradients apart, which a fp16 grad scaler "
+                          "cannot; valid with dot: trainer.precision=fp32 or bf16")
     if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
         raise ConfigError(f"seed: expected an integer, got {cfg.get('seed')!r}")

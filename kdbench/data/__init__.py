@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import DataBundle, IndexedDataset, build_loaders, build_transforms
+from .base import DataBundle, IndexedDataset, build_loaders, build_transforms, train_targets
 from .cifar import build_cifar, check_cifar_root
 from .digits import build_digits
 from .synthetic import build_synthetic
@@ -34,4 +34,4 @@ def build_data(cfg) -> DataBundle:
     return builder(cfg)
 
 
-__all__ = ["check_data", "DataBundle", "IndexedDataset", "build_data", "build_loaders", "build_transforms", "DATASETS"]
+__all__ = ["check_data", "DataBundle", "IndexedDataset", "build_data", "build_loaders", "build_transforms", "train_targets", "DATASETS"]

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2 as T
 
 
-AUGMENTATIONS = ("cifar", "pad_crop", "none")
+AUGMENTATIONS = ("cifar", "pad_crop", "none", "randaugment")
 
 
 @dataclass
@@ -25,21 +25,25 @@ class DataBundle:
 class IndexedDataset(Dataset):
     """Wraps a (image, target) dataset: applies ``transform`` and returns (image, target, index).
 
-    The sample index is what memory-bank methods (CRD) and logit caches key on.
+    The sample index is what memory-bank methods (CRD) and logit caches key on. With ``views`` (name ->
+    transform) it returns (image, target, index, {name: view}), each view an independent draw of its transform
+    on the same source image (as MLKD's weak/strong pair).
     """
 
-    def __init__(self, base: Dataset, transform=None):
+    def __init__(self, base: Dataset, transform=None, views: dict | None = None):
         self.base = base
         self.transform = transform
+        self.views = dict(views or {})
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, index: int):
-        image, target = self.base[index]
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, int(target), index
+        source, target = self.base[index]
+        image = self.transform(source) if self.transform is not None else source
+        if not self.views:
+            return image, int(target), index
+        return image, int(target), index, {name: tf(source) for name, tf in self.views.items()}
 
 
 class TensorImages(Dataset):
@@ -57,17 +61,29 @@ class TensorImages(Dataset):
         return self.images[index], int(self.targets[index])
 
 
+def train_targets(bundle: DataBundle) -> torch.Tensor:
+    """The training labels in sample-index order, as an int64 CPU tensor (read without decoding images)."""
+    targets = getattr(bundle.train, "targets", None)
+    if targets is None:
+        targets = [bundle.train[i][1] for i in range(len(bundle.train))]
+    return torch.as_tensor(targets, dtype=torch.long).clone()
+
+
 def build_transforms(augment: str, image_size: int, mean: Sequence[float], std: Sequence[float], train: bool):
     """Per-sample transforms for the DataLoader path.
 
     ``cifar``: zero-pad 4, random ``image_size`` crop, horizontal flip p=0.5, then normalise: the CRD /
     mdistiller CIFAR training augmentation. ``pad_crop``: zero-pad 1 and random crop, no flip. ``none``.
+    ``randaugment``: ``cifar`` followed by RandAugment with 2 ops at magnitude 10, the strong view of MLKD's
+    official code (which uses its own RandAugment(2, 10) op list; this is torchvision's standard one).
     Test transforms only convert and normalise.
     """
     steps = [T.ToImage()]
     if train:
-        if augment == "cifar":
+        if augment in ("cifar", "randaugment"):
             steps += [T.RandomCrop(image_size, padding=4), T.RandomHorizontalFlip(0.5)]
+            if augment == "randaugment":
+                steps += [T.RandAugment(num_ops=2, magnitude=10)]
         elif augment == "pad_crop":
             steps += [T.RandomCrop(image_size, padding=1)]
         elif augment != "none":
@@ -79,13 +95,18 @@ def build_transforms(augment: str, image_size: int, mean: Sequence[float], std: 
 
 
 def build_loaders(bundle: DataBundle, cfg_data, batch_size: int, eval_batch_size: int, pin_memory: bool,
-                  generator: torch.Generator):
-    """Train loader (shuffled by ``generator``, which the trainer reseeds every epoch) and test loader."""
+                  generator: torch.Generator, views: dict[str, str] | None = None):
+    """Train loader (shuffled by ``generator``, which the trainer reseeds every epoch) and test loader.
+
+    ``views`` (name -> augmentation) adds extra independently augmented views of each training image.
+    """
     train_tf = build_transforms(cfg_data.augment, bundle.image_size, cfg_data.mean, cfg_data.std, train=True)
     test_tf = build_transforms(cfg_data.augment, bundle.image_size, cfg_data.mean, cfg_data.std, train=False)
+    view_tfs = {name: build_transforms(aug, bundle.image_size, cfg_data.mean, cfg_data.std, train=True)
+                for name, aug in (views or {}).items()}
     workers = int(cfg_data.get("num_workers", 0) or 0)
     common = dict(num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0)
-    train = DataLoader(IndexedDataset(bundle.train, train_tf), batch_size=batch_size, shuffle=True,
+    train = DataLoader(IndexedDataset(bundle.train, train_tf, view_tfs), batch_size=batch_size, shuffle=True,
                        generator=generator, drop_last=False, **common)
     test = DataLoader(IndexedDataset(bundle.test, test_tf), batch_size=eval_batch_size, shuffle=False, **common)
     return train, test

@@ -8,7 +8,7 @@ from torch.optim import lr_scheduler
 
 from ..errors import ConfigError
 
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = ("sgd", "adamw", "dot")
 SCHEDULES = ("multistep", "cosine", "constant")
 
 
@@ -18,6 +18,10 @@ def build_optimizer(cfg, params) -> torch.optim.Optimizer:
                                nesterov=bool(cfg.nesterov))
     if cfg.name == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.get("betas", (0.9, 0.999))))
+    if cfg.name == "dot":
+        from .dot import DOT
+
+        return DOT(params, lr=cfg.lr, momentum=cfg.momentum, delta=cfg.delta, weight_decay=cfg.weight_decay)
     raise ConfigError(f"optim.name: unknown optimiser '{cfg.name}'; valid: {', '.join(OPTIMIZERS)}")
 
 

@@ -6,6 +6,7 @@ The loop knows nothing about any method: it asks the method what it needs, compu
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -17,10 +18,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..data import build_data, build_loaders
+from ..data import build_data, build_loaders, train_targets
+from ..data.base import IndexedDataset, build_transforms
 from ..errors import ConfigError
 from ..io import save_torch
-from ..methods import Batch, Progress, build_method
+from ..methods import Batch, BuildContext, Method, Progress, build_method
 from ..models import create_model, run_model, supports
 from ..results.record import build_record, utc_now, write_record
 from .optim import build_optimizer, build_scheduler
@@ -60,6 +62,11 @@ def evaluate(model, loader, device, precision: str, num_classes: int, channels_l
     return round(100.0 * top1.compute().item(), 4), round(100.0 * top5.compute().item(), 4)
 
 
+def to_device(images: torch.Tensor, device, channels_last: bool) -> torch.Tensor:
+    images = images.to(device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
 def _flat(cfg: dict, prefix: str = "") -> dict[str, Any]:
     out = {}
     for k, v in cfg.items():
@@ -90,6 +97,59 @@ def _config_difference(saved: dict, current: dict) -> list[str]:
     a, b = _flat(saved), _flat(current)
     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not k.startswith(RESUME_FREE_KEYS))
     return keys
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 over a model's state_dict (names, shapes, bytes): identifies teacher weights for caches."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _build_context(cfg, data, device, teacher) -> BuildContext:
+    dcfg = cfg.dataset
+    plain = IndexedDataset(data.train, build_transforms(dcfg.augment, data.image_size, dcfg.mean, dcfg.std, train=False))
+
+    def plain_train_batches():
+        loader = torch.utils.data.DataLoader(plain, batch_size=int(cfg.trainer.eval_batch_size), shuffle=False)
+        for images, targets, index in loader:
+            yield images.to(device), targets.to(device), index.to(device)
+
+    return BuildContext(num_classes=data.num_classes, train_targets=train_targets(data), device=device,
+                        teacher=teacher, teacher_fingerprint=weights_fingerprint(teacher) if teacher is not None else None,
+                        cache_dir=Path(str(cfg.store)).expanduser() / "cache", plain_train_batches=plain_train_batches)
+
+
+def forward_outputs(model, batch: Batch, method: Method):
+    """The model's outputs on the batch, and on each extra view the method asked for."""
+    out = run_model(model, batch.images, method.needs)
+    for name in method.views:
+        out.views[name] = run_model(model, batch.views[name], method.needs)
+    return out
+
+
+def optimizer_step(optimizer, scaler, terms: dict[str, torch.Tensor], task_terms) -> torch.Tensor:
+    """Backward and step; an optimiser that separates distillation gradients (DOT) gets them apart."""
+    loss = sum(terms.values())
+    optimizer.zero_grad(set_to_none=True)
+    if getattr(optimizer, "separates_distillation", False):
+        task = [v for k, v in terms.items() if k in task_terms]
+        distill = [v for k, v in terms.items() if k not in task_terms]
+        if not task or not distill:
+            raise ConfigError(f"optim.name: dot needs task and distillation terms; this method returns {', '.join(terms)}")
+        sum(distill).backward(retain_graph=True)
+        optimizer.stash_distillation_grads()
+        optimizer.zero_grad(set_to_none=True)
+        sum(task).backward()
+        optimizer.step()
+        return loss
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss
 
 
 def train(cfg: DictConfig, run_dir: Path, teacher_provider=None) -> dict:
@@ -130,7 +190,7 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None) -> dict:
     student.to(device=device, memory_format=memory_format)
     generator = torch.Generator()
     train_loader, test_loader = build_loaders(data, cfg.dataset, int(tcfg.batch_size), int(tcfg.eval_batch_size),
-                                              pin_memory=device.type == "cuda", generator=generator)
+                                              pin_memory=device.type == "cuda", generator=generator, views=method.views)
 
     # Size the method's trainable parts from a forward of the actual pair (never from channel tables).
     probe = next(iter(test_loader))[0][:2].to(device)
@@ -139,7 +199,7 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None) -> dict:
         s_probe = run_model(student, probe, method.needs)
         t_probe = run_model(teacher, probe, method.needs) if teacher is not None else None
         student.train()
-    method.build(s_probe, t_probe)
+    method.build(s_probe, t_probe, _build_context(cfg, data, device, teacher))
     method.to(device)
     extra_params = sum(p.numel() for p in method.parameters())
 
@@ -207,29 +267,25 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None) -> dict:
                 seen = 0
                 bar.start_epoch(epoch)
                 t_epoch = time.perf_counter()
-                for step, (images, targets, index) in enumerate(train_loader):
+                for step, (images, targets, index, *extra) in enumerate(train_loader):
                     if step >= steps_per_epoch:
                         break
-                    images = images.to(device, non_blocking=True)
-                    if channels_last:
-                        images = images.contiguous(memory_format=torch.channels_last)
-                    batch = Batch(images, targets.to(device, non_blocking=True), index.to(device, non_blocking=True))
+                    views = {k: to_device(v, device, channels_last) for k, v in (extra[0] if extra else {}).items()}
+                    batch = Batch(to_device(images, device, channels_last), targets.to(device, non_blocking=True),
+                                  index.to(device, non_blocking=True), views)
                     progress = Progress(epoch=epoch, epochs=epochs, step=(epoch - 1) * steps_per_epoch + step,
                                         steps_per_epoch=steps_per_epoch)
+                    batch = method.prepare(batch, progress)
                     with autocast(precision, device):
-                        s_out = run_model(train_step, images, method.needs)
+                        s_out = forward_outputs(train_step, batch, method)
                         t_out = None
                         if teacher is not None:
                             with torch.no_grad():
-                                t_out = run_model(teacher, images, method.needs)
+                                t_out = forward_outputs(teacher, batch, method)
                         terms = method(s_out, t_out, batch, progress)
-                    loss = sum(terms.values())
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
+                    loss = optimizer_step(optimizer, scaler, terms, method.task_terms)
                     # Running sums stay on the device: no host synchronisation per step.
-                    n = images.shape[0]
+                    n = batch.images.shape[0]
                     if not names:
                         names = list(terms)
                         sums = torch.zeros(len(names) + 1, device=device)

@@ -13,7 +13,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
-from .base import METHODS, Batch, Method, Progress, register_method
+from .base import METHODS, Batch, BuildContext, Method, Progress, register_method
 from . import ce, dkd, kd, pld  # noqa: F401  (registration)
 
 _RESERVED = {"_target_", "name"}
@@ -74,4 +74,4 @@ def build_method(cfg: DictConfig) -> Method:
     return method_class(cfg)(**method_kwargs(cfg))
 
 
-__all__ = ["METHODS", "Batch", "Method", "Progress", "register_method", "build_method", "method_class", "method_kwargs"]
+__all__ = ["METHODS", "Batch", "BuildContext", "Method", "Progress", "register_method", "build_method", "method_class", "method_kwargs"]

@@ -1,16 +1,28 @@
 """What every method is: a small nn.Module that turns model outputs into named, weighted loss terms.
 
-A method declares ``needs`` (what it wants from the student and teacher: ``logits``, ``embedding``,
-``stages``, ``preact``) and ``uses_teacher``; the engine computes exactly that and sums the returned terms.
-Trainable parts (connectors, projectors) are created in ``build`` from sample outputs of the actual pair,
-so they never depend on hard-coded channel tables; they train with the student and live in checkpoints.
+A method declares what it wants and the engine computes exactly that:
+
+- ``needs``: model outputs for student and teacher: ``logits``, ``embedding`` (pooled pre-logit vector),
+  ``stages`` (stage maps), ``preact`` (pre-activation stage maps, CIFAR zoo only);
+- ``uses_teacher``: whether a frozen teacher runs at all;
+- ``views``: extra augmented views of each training image, ``{view name: augmentation}`` (see
+  ``kdbench.data.AUGMENTATIONS``); student and teacher outputs on a view are ``output.views[name]``;
+- ``task_terms``: which of the returned terms are the task loss (optimisers such as DOT treat task and
+  distillation gradients apart; every other term is distillation).
+
+``build`` creates trainable parts (connectors, projectors, memory banks) from sample outputs of the actual
+pair and a :class:`BuildContext` (training targets, the frozen teacher for statistics, a cache directory), so
+they never depend on hard-coded channel tables; they train with the student and live in checkpoints, and
+buffers registered on the method (memory banks, adaptive state) are saved and restored with it.
+``prepare`` may rewrite a batch before any forward pass (mixup); ``forward`` returns weighted, named terms.
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, ClassVar, Iterable
 
 import torch
 import torch.nn as nn
@@ -23,6 +35,25 @@ class Batch:
     images: torch.Tensor
     targets: torch.Tensor
     index: torch.Tensor
+    views: dict[str, torch.Tensor] = field(default_factory=dict)  # extra augmented views, by name
+
+
+@dataclass
+class BuildContext:
+    """What ``Method.build`` may use besides sample outputs; nothing here is trained."""
+
+    num_classes: int
+    train_targets: torch.Tensor  # (N,) int64 labels of the training set, in sample-index order (CPU)
+    device: torch.device
+    teacher: nn.Module | None  # the frozen teacher (eval mode, no grad), for statistics such as BN moments
+    teacher_fingerprint: str | None  # a hash of the teacher's weights: a cache key for teacher-derived data
+    cache_dir: Path  # a persistent directory (under the kdbench store) for such caches
+    plain_train_batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]
+    """Yields (images, targets, index) over the whole training set without augmentation, on ``device``."""
+
+    @property
+    def train_size(self) -> int:
+        return int(self.train_targets.numel())
 
 
 @dataclass
@@ -36,9 +67,15 @@ class Progress:
 class Method(nn.Module):
     needs: ClassVar[frozenset[str]] = frozenset({"logits"})
     uses_teacher: ClassVar[bool] = True
+    views: ClassVar[dict[str, str]] = {}
+    task_terms: ClassVar[frozenset[str]] = frozenset({"ce"})
 
-    def build(self, student: ModelOutput, teacher: ModelOutput | None) -> None:
+    def build(self, student: ModelOutput, teacher: ModelOutput | None, context: BuildContext) -> None:
         """Create trainable parts from sample outputs of the actual student/teacher pair (default: none)."""
+
+    def prepare(self, batch: Batch, progress: Progress) -> Batch:
+        """Rewrite the batch before the student and teacher see it (default: unchanged)."""
+        return batch
 
     def hparams(self) -> dict:
         """The method's hyper-parameters, as recorded in result.json: the constructor's arguments, read back

@@ -7,7 +7,7 @@ activation stage maps: zoo models only).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import torch
@@ -22,6 +22,7 @@ class ModelOutput:
     embedding: torch.Tensor | None = None
     stages: list[torch.Tensor] | None = None
     preact: list[torch.Tensor] | None = None
+    views: dict[str, "ModelOutput"] = field(default_factory=dict)  # outputs on a method's extra views
 
 
 def supports(model: nn.Module, needs: Iterable[str]) -> str | None:
