@@ -6,7 +6,9 @@ in conf/method/; the engine needs no change.
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
 from typing import Any
 
 from hydra.utils import get_class
@@ -14,7 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
 from .base import METHODS, Batch, BuildContext, Method, Progress, register_method
-from . import ce, dkd, kd, pld  # noqa: F401  (registration)
+
+# Importing every module of this package registers its methods: a new method file needs no edit here.
+for _info in pkgutil.iter_modules(__path__):
+    if _info.name not in ("base",) and not _info.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_info.name}")
 
 _RESERVED = {"_target_", "name"}
 
