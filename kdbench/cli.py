@@ -11,6 +11,7 @@ import contextlib
 import io
 import itertools
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -132,11 +133,17 @@ def validate(cfg: DictConfig, check_files: bool = True) -> None:
         raise ConfigError(f"method.name: unknown method '{cfg.method.get('name')}'; valid: {', '.join(sorted(METHODS))}")
 
 
+def _rank_from_env() -> int:
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0)
+
+
 def run(cfg: DictConfig) -> dict | None:
-    """The Hydra task: one job = one training run in Hydra's output directory."""
-    from .engine.runtime import sigterm_raises
+    """The Hydra task: one job = one training run in Hydra's output directory (shared by all ranks of a
+    data-parallel job; rank 0 writes in it)."""
+    from .engine import distributed, preemption
+    from .engine.runtime import select_device
     from .engine.teacher import provide_teacher
-    from .engine.trainer import TrainingFailed, train
+    from .engine.trainer import CHECKPOINT_DIR, LAST, TrainingFailed, train
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -145,8 +152,24 @@ def run(cfg: DictConfig) -> dict | None:
             cfg.logger.group = Path(hc.sweep.dir).name
     try:
         validate(cfg)  # again per job: a large sweep's preflight composes only a sample of its jobs
-        with sigterm_raises():
-            record = train(cfg, run_dir, teacher_provider=provide_teacher)
+        world = distributed.init(select_device(cfg.trainer.device).type)
+    except ConfigError as e:
+        fail(str(e))
+    run_dir = Path(distributed.broadcast_object(str(run_dir)))
+    if not world.main:
+        logging.getLogger("kdbench").setLevel(logging.WARNING)
+    if os.environ.get("SUBMITIT_EXECUTOR") and not cfg.get("resume") and (run_dir / CHECKPOINT_DIR / LAST).is_file():
+        log.info("requeued job: resuming from %s", run_dir / CHECKPOINT_DIR / LAST)
+        with open_dict(cfg):
+            cfg.resume = True
+    try:
+        with preemption.stop_on_signals():
+            try:
+                record = train(cfg, run_dir, teacher_provider=provide_teacher, world=world)
+            except preemption.Preempted as e:
+                log.warning("%s", e)
+                preemption.hand_over()  # under submitit: requeue the job (it resumes from the checkpoint)
+                raise SystemExit(3) from None
     except ConfigError as e:
         fail(str(e))
     except TrainingFailed as e:
@@ -154,6 +177,8 @@ def run(cfg: DictConfig) -> dict | None:
         if hc.mode == RunMode.MULTIRUN:
             return None  # the other jobs of the sweep go on
         raise SystemExit(1)
+    finally:
+        distributed.shutdown()
     m = record["metrics"]
     log.info("done: last top1 %.2f, best top1 %.2f (epoch %d); result: %s", m["last_top1"], m["best_top1"],
              m["best_epoch"], run_dir / "result.json")
@@ -171,6 +196,13 @@ def entry() -> None:
         preflight(sys.argv[1:])
     except ConfigError as e:
         fail(str(e))
+    if _rank_from_env() > 0 and "WORLD_SIZE" in os.environ:
+        # torchrun: the other ranks use rank 0's run directory (broadcast in run()), so Hydra writes nothing
+        # for them: no output subdir, no log file, and a throwaway run dir.
+        import tempfile
+
+        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled",
+                     f"hydra.run.dir={tempfile.mkdtemp(prefix='kdbench-rank')}"]
     hydra_main()
 
 

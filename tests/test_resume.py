@@ -64,20 +64,38 @@ def test_resume_refuses_a_different_configuration(tmp_path, env, cifar_root):
     assert "resume:" in out.stderr and "optim.lr" in out.stderr
 
 
-def test_sigterm_is_recorded_as_a_failed_run(tmp_path, env, cifar_root):
+def test_sigterm_mid_epoch_checkpoints_and_resumes_to_the_same_history(tmp_path, env, cifar_root):
+    """SIGTERM (pre-emption) stops the run at a step boundary with a mid-epoch checkpoint; resume=true then
+    finishes with exactly the uninterrupted history (deterministic mode, 32 steps per epoch)."""
+    common = [f"dataset.root={cifar_root}", "teacher=resnet8", "teacher.train_epochs=1", "student=resnet8",
+              "method=kd", "trainer.epochs=3", "trainer.deterministic=true", "seed=3", "logger.mode=disabled",
+              *FAST, "trainer.batch_size=8"]
+    whole = tmp_path / "whole"
+    out = run_cli(common + [f"hydra.run.dir={whole}"], tmp_path, env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    reference = read_result(whole)
+
     run_dir = tmp_path / "term"
-    args = [f"dataset.root={cifar_root}", "student=resnet8", "method=ce", "trainer.epochs=50", "logger.mode=disabled",
-            f"hydra.run.dir={run_dir}", *FAST]
     script = "import sys; from kdbench.cli import entry; sys.argv = ['kdbench'] + sys.argv[1:]; entry()"
-    proc = subprocess.Popen([sys.executable, "-c", script, *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", script, *common, f"hydra.run.dir={run_dir}"], cwd=tmp_path,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last = run_dir / "checkpoints" / "last.pt"
     deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not (run_dir / "checkpoints" / "last.pt").is_file():
-        time.sleep(0.02)
+    while time.time() < deadline and proc.poll() is None and not last.is_file():
+        time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 1, err[-2000:]
-    assert (run_dir / "result.json").is_file(), err[-3000:]
+    assert proc.returncode == 3, err[-2000:]
     r = read_result(run_dir)
-    assert r["status"] == "failed" and "SIGTERM" in r["failure"] and 1 <= r["epochs_run"] < 50
+    assert r["status"] == "interrupted" and "SIGTERM" in r["failure"], r["failure"]
+    state = torch.load(last, weights_only=False)
+    assert state["partial"] is not None and 0 < state["partial"]["step"] < 32, state["partial"]
     assert not list(run_dir.rglob("*.tmp"))
+
+    out = run_cli(common + [f"hydra.run.dir={run_dir}", "resume=true"], tmp_path, env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    resumed = read_result(run_dir)
+    assert resumed["status"] == "completed" and resumed["run_id"] == state["run_id"]
+    assert _strip(resumed["history"]) == _strip(reference["history"])
+    log_text = (run_dir / "kdbench.log").read_text()
+    assert f"step {state['partial']['step']}" in log_text

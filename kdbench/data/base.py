@@ -9,8 +9,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2 as T
 
+from .augment import PadCropFlip, SeededCompose
+from .sampler import sample_seed
 
-AUGMENTATIONS = ("cifar", "pad_crop", "none", "randaugment")
+
+AUGMENTATIONS = ("cifar", "pad_crop", "none", "randaugment", "imagenet")
+# ImageNet testing resizes the shorter side to image_size / 0.875 (256 for 224), then centre-crops.
+IMAGENET_CROP_FRACTION = 0.875
 
 
 @dataclass
@@ -38,12 +43,23 @@ class IndexedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key):
+        """``key`` is an index, or (index, seed) from EpochSampler: the augmentation is then a function of the
+        seed (each extra view gets its own seed derived from it)."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
         source, target = self.base[index]
-        image = self.transform(source) if self.transform is not None else source
+        image = _transform(self.transform, source, seed)
         if not self.views:
             return image, int(target), index
-        return image, int(target), index, {name: tf(source) for name, tf in self.views.items()}
+        views = {name: _transform(tf, source, None if seed is None else sample_seed(seed, k))
+                 for k, (name, tf) in enumerate(self.views.items(), start=1)}
+        return image, int(target), index, views
+
+
+def _transform(transform, image, seed):
+    if transform is None:
+        return image
+    return transform(image, seed) if getattr(transform, "seeded", False) else transform(image)
 
 
 class TensorImages(Dataset):
@@ -76,22 +92,31 @@ def build_transforms(augment: str, image_size: int, mean: Sequence[float], std: 
     mdistiller CIFAR training augmentation. ``pad_crop``: zero-pad 1 and random crop, no flip. ``none``.
     ``randaugment``: ``cifar`` followed by RandAugment with 2 ops at magnitude 10, the strong view of MLKD's
     official code (which uses its own RandAugment(2, 10) op list; this is torchvision's standard one).
-    Test transforms only convert and normalise.
+    ``imagenet``: RandomResizedCrop to ``image_size`` + horizontal flip p=0.5 on the decoded image; its test
+    transform resizes the shorter side to ``image_size / 0.875`` (256 for 224) and centre-crops ``image_size``
+    (torchvision's reference ImageNet recipe, as mdistiller's ImageNet loader).
+    Other test transforms only convert and normalise.
     """
-    steps = [T.ToImage()]
-    if train:
-        if augment in ("cifar", "randaugment"):
-            steps += [T.RandomCrop(image_size, padding=4), T.RandomHorizontalFlip(0.5)]
-            if augment == "randaugment":
-                steps += [T.RandAugment(num_ops=2, magnitude=10)]
-        elif augment == "pad_crop":
-            steps += [T.RandomCrop(image_size, padding=1)]
-        elif augment != "none":
-            from ..errors import ConfigError
+    after = T.Compose([T.ToDtype(torch.float32, scale=True), T.Normalize(list(mean), list(std))])
+    if augment == "imagenet":
+        if not train:
+            resize = int(round(image_size / IMAGENET_CROP_FRACTION))
+            return T.Compose([T.Resize(resize, antialias=True), T.CenterCrop(image_size), T.ToImage(), after])
+        crop_flip = T.Compose([T.RandomResizedCrop(image_size, antialias=True), T.RandomHorizontalFlip(0.5)])
+        return SeededCompose(T.Identity(), crop_flip, T.Compose([T.ToImage(), after]))
+    if not train or augment == "none":
+        return T.Compose([T.ToImage(), after])
+    if augment == "cifar":
+        step = PadCropFlip()
+    elif augment == "randaugment":
+        step = T.Compose([PadCropFlip(), T.RandAugment(num_ops=2, magnitude=10)])
+    elif augment == "pad_crop":
+        step = T.RandomCrop(image_size, padding=1)
+    else:
+        from ..errors import ConfigError
 
-            raise ConfigError(f"dataset.augment: unknown augmentation '{augment}'; valid: {', '.join(AUGMENTATIONS)}")
-    steps += [T.ToDtype(torch.float32, scale=True), T.Normalize(list(mean), list(std))]
-    return T.Compose(steps)
+        raise ConfigError(f"dataset.augment: unknown augmentation '{augment}'; valid: {', '.join(AUGMENTATIONS)}")
+    return SeededCompose(T.ToImage(), step, after)
 
 
 def build_loaders(bundle: DataBundle, cfg_data, batch_size: int, eval_batch_size: int, pin_memory: bool,

@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import signal
-import threading
 
 import numpy as np
 import torch
 
+from ..data.sampler import epoch_seed  # noqa: F401  (re-exported: the trainer's per-epoch reseed)
 from ..errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -38,12 +37,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of one epoch: shuffling and augmentation are a function of (seed, epoch) alone, so a run
-    resumed at an epoch boundary draws exactly what the uninterrupted run drew."""
-    return (seed * 1_000_003 + epoch * 7919) % (2**63)
-
-
 def set_deterministic(enabled: bool) -> None:
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -69,24 +62,3 @@ def autocast(precision: str, device: torch.device):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-class Terminated(Exception):
-    """The process received SIGTERM (a scheduler's kill, say): the run stops and is recorded as failed."""
-
-
-@contextlib.contextmanager
-def sigterm_raises():
-    """Within the block, SIGTERM raises ``Terminated`` so the run's record is written before the process ends."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise Terminated(f"received {signal.Signals(signum).name}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -2,6 +2,8 @@
 
 The loop knows nothing about any method: it asks the method what it needs, computes that for the student
 (with grad) and the teacher (frozen, no grad), sums the named terms the method returns and logs each one.
+Data parallel (torch.distributed DDP) when launched with several processes; a stop signal (pre-emption)
+checkpoints mid-epoch, and a resumed run continues from that exact step.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..data import build_data, build_loaders, train_targets
+from ..data import build_data, train_targets
 from ..data.base import IndexedDataset, build_transforms
+from ..data.sampler import EpochSampler, ShardSampler
 from ..errors import ConfigError
 from ..io import save_torch
 from ..methods import Batch, BuildContext, Method, Progress, build_method
@@ -27,6 +30,7 @@ from ..models import create_model, run_model, supports
 from ..results.record import build_record, utc_now, write_record
 from .optim import build_optimizer, build_scheduler
 from .progress import EpochProgress
+from . import distributed, preemption
 from .runtime import autocast, check_precision, epoch_seed, seed_everything, select_device, set_deterministic
 from .tracking import Tracker
 
@@ -42,13 +46,52 @@ class TrainingFailed(RuntimeError):
     """The run started but could not finish (a non-finite loss, say); recorded as status 'failed'."""
 
 
+class StudentStep(torch.nn.Module):
+    """Everything trained, as one module: the student and the method's parts. Its forward is one step's loss
+    terms, so data parallelism wraps it whole (gradients of connectors and projectors are synchronised too)."""
+
+    def __init__(self, student, method, compiled=None):
+        super().__init__()
+        self.student, self.method = student, method
+        self._forward_student = compiled or student
+
+    def forward(self, batch: Batch, teacher_out, progress: Progress) -> dict[str, torch.Tensor]:
+        return self.method(forward_outputs(self._forward_student, batch, self.method), teacher_out, batch, progress)
+
+
+def rng_state() -> dict:
+    import random
+
+    import numpy as np
+
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"].cpu())
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
 @torch.inference_mode()
-def evaluate(model, loader, device, precision: str, num_classes: int, channels_last: bool = False) -> tuple[float, float]:
-    """Top-1 / top-5 accuracy in percent, accumulated on the device with torchmetrics."""
+def evaluate(model, loader, device, precision: str, num_classes: int, channels_last: bool = False,
+             sharded: bool = False) -> tuple[float, float]:
+    """Top-1 / top-5 accuracy in percent, accumulated on the device with torchmetrics; ``sharded``: the loader
+    holds this rank's share of the test set and the counts are summed over the process group."""
     was_training = model.training
     model.eval()
-    top1 = MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro").to(device)
-    top5 = MulticlassAccuracy(num_classes=num_classes, top_k=min(5, num_classes), average="micro").to(device)
+    kw = dict(average="micro", sync_on_compute=sharded)
+    top1 = MulticlassAccuracy(num_classes=num_classes, top_k=1, **kw).to(device)
+    top5 = MulticlassAccuracy(num_classes=num_classes, top_k=min(5, num_classes), **kw).to(device)
     for images, targets, _ in loader:
         images = images.to(device, non_blocking=True)
         if channels_last:
@@ -152,17 +195,39 @@ def optimizer_step(optimizer, scaler, terms: dict[str, torch.Tensor], task_terms
     return loss
 
 
-def train(cfg: DictConfig, run_dir: Path, teacher_provider=None) -> dict:
+def _loaders(cfg, data, world, batch_per_rank: int, pin: bool, views):
+    """Training loader (EpochSampler: seeded order and augmentation, sharded by rank) and test loader (sharded)."""
+    dcfg = cfg.dataset
+    train_tf = build_transforms(dcfg.augment, data.image_size, dcfg.mean, dcfg.std, train=True)
+    test_tf = build_transforms(dcfg.augment, data.image_size, dcfg.mean, dcfg.std, train=False)
+    view_tfs = {n: build_transforms(a, data.image_size, dcfg.mean, dcfg.std, train=True) for n, a in views.items()}
+    workers = int(dcfg.get("num_workers", 0) or 0)
+    common = dict(num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
+                  generator=torch.Generator().manual_seed(0))  # keeps the loader off the global RNG
+    sampler = EpochSampler(len(data.train), int(cfg.seed), shuffle=True, rank=world.rank, world=world.size)
+    train_loader = torch.utils.data.DataLoader(IndexedDataset(data.train, train_tf, view_tfs), batch_size=batch_per_rank,
+                                               sampler=sampler, **common)
+    test_loader = torch.utils.data.DataLoader(IndexedDataset(data.test, test_tf), batch_size=int(cfg.trainer.eval_batch_size),
+                                              sampler=ShardSampler(len(data.test), world.rank, world.size), **common)
+    return train_loader, sampler, test_loader
+
+
+def train(cfg: DictConfig, run_dir: Path, teacher_provider=None, world: distributed.World | None = None) -> dict:
     """Run the configured training in ``run_dir``; returns the result record (also written as result.json).
 
     ``teacher_provider(cfg, data, device) -> (teacher, teacher_info)`` supplies the frozen teacher when the
-    method uses one (see engine/teacher.py). Raises ConfigError for bad input before anything is trained, and
-    TrainingFailed (after writing a 'failed' result) when training breaks down.
+    method uses one (see engine/teacher.py). ``world``: this process's place in a data-parallel job (the
+    process group is already initialised); None trains in this process alone. Raises ConfigError for bad input
+    before anything is trained, TrainingFailed (after writing a 'failed' result) when training breaks down, and
+    preemption.Preempted (after a mid-epoch checkpoint) when a stop signal arrives.
     """
     run_dir = Path(run_dir)
+    world = world or distributed.World()
     started_at, t_start = utc_now(), time.perf_counter()
     tcfg = cfg.trainer
     device = select_device(tcfg.device)
+    if device.type == "cuda" and world.distributed:
+        device = torch.device("cuda", world.local_rank)
     if tcfg.get("num_threads"):
         torch.set_num_threads(int(tcfg.num_threads))
     precision = check_precision(str(tcfg.precision), device)
@@ -170,9 +235,16 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None) -> dict:
     seed = int(cfg.seed)
     seed_everything(seed)
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    batch_size = int(tcfg.batch_size)
+    if batch_size % world.size:
+        raise ConfigError(f"trainer.batch_size: the global batch {batch_size} must divide evenly over {world.size} processes")
+    batch_per_rank = batch_size // world.size
 
     data = build_data(cfg.dataset)
     method = build_method(cfg.method)
+    if world.distributed and cfg.optim.name == "dot":
+        raise ConfigError("optim.name: dot takes two backward passes per step, which data-parallel training does not "
+                          "support; run dot in a single process")
     student = create_model(cfg.student.name, data.num_classes, image_size=data.image_size)
     if reason := supports(student, method.needs):
         raise ConfigError(f"method={cfg.method.name} cannot use student {cfg.student.name}: {reason}")
@@ -180,7 +252,11 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None) -> dict:
     if method.uses_teacher:
         if teacher_provider is None:
             raise ConfigError(f"method={cfg.method.name} needs a teacher, and none can be provided here")
+        if not world.main:
+            distributed.barrier()  # rank 0 obtains (maybe trains) the teacher first; the others then load it
         teacher, teacher_info = teacher_provider(cfg, data, device)
+        if world.main:
+            distributed.barrier()
         if reason := supports(teacher, method.needs):
             raise ConfigError(f"method={cfg.method.name} cannot use teacher {cfg.teacher.name}: {reason}")
         seed_everything(seed)  # the same draws below whether the teacher was loaded or trained just now
@@ -188,9 +264,7 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None) -> dict:
     channels_last = bool(tcfg.channels_last)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     student.to(device=device, memory_format=memory_format)
-    generator = torch.Generator()
-    train_loader, test_loader = build_loaders(data, cfg.dataset, int(tcfg.batch_size), int(tcfg.eval_batch_size),
-                                              pin_memory=device.type == "cuda", generator=generator, views=method.views)
+    train_loader, sampler, test_loader = _loaders(cfg, data, world, batch_per_rank, device.type == "cuda", method.views)
 
     # Size the method's trainable parts from a forward of the actual pair (never from channel tables).
     probe = next(iter(test_loader))[0][:2].to(device)
@@ -209,10 +283,19 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None) -> dict:
         raise ConfigError(f"trainer.epochs: must be >= 1, got {epochs}")
     scheduler = build_scheduler(cfg.optim, optimizer, epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    train_step = torch.compile(student) if tcfg.compile else student
+    step_module = StudentStep(student, method, torch.compile(student) if tcfg.compile else None)
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Buffers stay per rank during training (memory banks, BN running statistics); the student's BN
+        # statistics are taken from rank 0 before each evaluation and checkpoint.
+        step_module = DistributedDataParallel(
+            step_module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False,
+            find_unused_parameters=extra_params > 0)
 
     history: list[dict] = []
     start_epoch, run_id, wandb_id, train_time, train_images = 1, None, None, 0.0, 0
+    partial = None
     best_top1 = -math.inf
     ckpt_dir = run_dir / CHECKPOINT_DIR
     if (resume_from := _resume_path(cfg.get("resume"), run_dir)) is not None:
@@ -227,12 +310,15 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None) -> dict:
         history, start_epoch = ck["history"], ck["epoch"] + 1
         run_id, wandb_id = ck["run_id"], ck.get("wandb_id")
         train_time, train_images = ck.get("train_time_s", 0.0), ck.get("train_images", 0)
+        partial = ck.get("partial")
         best_top1 = max((h["top1"] for h in history), default=-math.inf)
-        log.info("resuming from %s at epoch %d", resume_from, start_epoch)
-    run_id = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        where = f"epoch {start_epoch}" + (f", step {partial['step']}" if partial else "")
+        log.info("resuming from %s at %s", resume_from, where)
+    run_id = run_id or distributed.broadcast_object(f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
 
     name_parts = [cfg.method.name, cfg.teacher.name if teacher is not None else None, cfg.student.name, f"s{seed}"]
-    tracker = Tracker(cfg.logger, run_dir, resolved, run_id=wandb_id,
+    logger_cfg = cfg.logger if world.main else OmegaConf.create({"mode": "disabled"})
+    tracker = Tracker(logger_cfg, run_dir, resolved, run_id=wandb_id,
                       default_name="-".join(str(p) for p in name_parts if p is not None))
     record_args = dict(
         run_id=run_id, started_at=started_at, config=resolved,
@@ -244,30 +330,49 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None) -> dict:
         method={"name": str(cfg.method.name), "hparams": method.hparams()},
         seed=seed, epochs=epochs, device=str(device), precision=precision, run_dir=run_dir,
     )
+    if world.distributed:
+        record_args["config"] = {**resolved, "distributed": {"world_size": world.size, "batch_per_rank": batch_per_rank}}
     if teacher_info:
         tracker.summary({"teacher/top1": teacher_info["top1"], "teacher/top5": teacher_info["top5"]})
 
-    steps_per_epoch = len(train_loader)
+    steps_per_epoch = math.ceil(sampler.per_rank / batch_per_rank)
     if tcfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, int(tcfg.max_steps_per_epoch))
     log_every = max(int(tcfg.log_every_n_steps), 1)
+
+    def checkpoint(epoch_done: int, partial_state: dict | None = None) -> None:
+        """last.pt: everything a resume needs (rank 0 writes; BN statistics are rank 0's)."""
+        if not world.main:
+            return
+        save_torch(ckpt_dir / LAST, {
+            "kdbench": 1, "model": student.state_dict(), "method": method.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "epoch": epoch_done, "history": history, "run_id": run_id,
+            "wandb_id": tracker.run_id, "config": resolved, "train_time_s": train_time,
+            "train_images": train_images, "partial": partial_state,
+        })
+
     status, failure = "failed", None
     try:
-        with EpochProgress(bool(tcfg.progress), epochs, steps_per_epoch, int(tcfg.batch_size)) as bar:
+        with EpochProgress(bool(tcfg.progress) and world.main, epochs, steps_per_epoch, batch_size) as bar:
             for epoch in range(start_epoch, epochs + 1):
-                # Shuffling and augmentation are a function of (seed, epoch): exact resume at epoch boundaries.
+                # Shuffling and augmentation are a function of (seed, epoch, sample): exact resume anywhere.
                 seed_everything(epoch_seed(seed, epoch))
-                generator.manual_seed(epoch_seed(seed, epoch))
-                student.train()
-                method.train()
-                lr = optimizer.param_groups[0]["lr"]
-                names: list[str] = []
+                first_step, names, seen, elapsed = 0, [], 0, 0.0
                 sums = torch.zeros(0, device=device)
                 finite = torch.ones((), dtype=torch.bool, device=device)
-                seen = 0
+                if partial is not None and partial["epoch"] == epoch:
+                    first_step, names, seen, elapsed = partial["step"], partial["names"], partial["seen"], partial["elapsed"]
+                    sums = partial["sums"].to(device)
+                    finite = torch.tensor(partial["finite"], device=device)
+                    set_rng_state(partial["rng"][world.rank] if isinstance(partial["rng"], list) else partial["rng"])
+                partial = None
+                sampler.set_epoch(epoch, start=first_step * batch_per_rank)
+                step_module.train()
+                lr = optimizer.param_groups[0]["lr"]
                 bar.start_epoch(epoch)
-                t_epoch = time.perf_counter()
-                for step, (images, targets, index, *extra) in enumerate(train_loader):
+                t_epoch = time.perf_counter() - elapsed
+                for step, (images, targets, index, *extra) in enumerate(train_loader, start=first_step):
                     if step >= steps_per_epoch:
                         break
                     views = {k: to_device(v, device, channels_last) for k, v in (extra[0] if extra else {}).items()}
@@ -277,12 +382,11 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None) -> dict:
                                         steps_per_epoch=steps_per_epoch)
                     batch = method.prepare(batch, progress)
                     with autocast(precision, device):
-                        s_out = forward_outputs(train_step, batch, method)
                         t_out = None
                         if teacher is not None:
                             with torch.no_grad():
                                 t_out = forward_outputs(teacher, batch, method)
-                        terms = method(s_out, t_out, batch, progress)
+                        terms = step_module(batch, t_out, progress)
                     loss = optimizer_step(optimizer, scaler, terms, method.task_terms)
                     # Running sums stay on the device: no host synchronisation per step.
                     n = batch.images.shape[0]
@@ -293,28 +397,56 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None) -> dict:
                     sums += values * n
                     finite &= torch.isfinite(values).all()
                     seen += n
-                    if (step + 1) % log_every == 0:
+                    at_log = (step + 1) % log_every == 0
+                    if at_log:
                         if not bool(finite):
                             raise TrainingFailed(f"non-finite loss at epoch {epoch}, step {step + 1}")
-                        current = (sums / seen).tolist()
+                        total = distributed.all_reduce_sum(torch.cat([sums, torch.tensor([float(seen)], device=device)]))
+                        current = (total[:-1] / total[-1]).tolist()
                         bar.update(step + 1, {"loss": current[0], **dict(zip(names, current[1:]))})
                         tracker.log({"train/loss": current[0], **{f"train/{k}": v for k, v in zip(names, current[1:])}},
                                     step=progress.step + 1)
                     else:
                         bar.update(step + 1)
+                    # A stop signal: checkpoint this exact point (after step + 1 steps) and stop.
+                    stop = preemption.requested() is not None
+                    if world.distributed:
+                        stop = distributed.any_rank(stop, device) if at_log else False
+                    if stop and step + 1 < steps_per_epoch:
+                        rngs = [rng_state()]
+                        if world.distributed:
+                            gathered = [None] * world.size
+                            torch.distributed.all_gather_object(gathered, rngs[0])
+                            rngs = gathered
+                        checkpoint(epoch - 1, {"epoch": epoch, "step": step + 1, "names": names,
+                                               "sums": distributed.all_reduce_sum(sums.clone()).cpu() if world.distributed else sums.cpu(),
+                                               "seen": seen, "finite": bool(finite),
+                                               "elapsed": time.perf_counter() - t_epoch, "rng": rngs})
+                        distributed.barrier()
+                        sig = preemption.requested()
+                        raise preemption.Preempted(f"stopped by {sig.name if sig else 'a signal on another rank'} at "
+                                                   f"epoch {epoch}, step {step + 1}/{steps_per_epoch}; checkpoint "
+                                                   f"{ckpt_dir / LAST}; resume=true continues from there")
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 epoch_time = time.perf_counter() - t_epoch
-                if not bool(finite):
+                total = distributed.all_reduce_sum(torch.cat([sums, torch.tensor([float(seen)], device=device),
+                                                              (~finite).float().reshape(1)]))
+                if total[-1] > 0:
                     raise TrainingFailed(f"non-finite loss in epoch {epoch}")
+                seen_all = int(total[-2].item())
                 scheduler.step()
-                means = (sums / max(seen, 1)).tolist()
-                top1, top5 = evaluate(student, test_loader, device, precision, data.num_classes, channels_last)
+                means = (total[:-2] / max(seen_all, 1)).tolist()
+                if world.distributed:  # evaluate and checkpoint with rank 0's BN statistics on every rank
+                    for buffer in student.buffers():
+                        torch.distributed.broadcast(buffer, 0)
+                top1, top5 = evaluate(student, test_loader, device, precision, data.num_classes, channels_last,
+                                      sharded=world.distributed)
                 train_time += epoch_time
-                train_images += seen
+                train_images += seen_all
                 entry = {"epoch": epoch, "lr": lr, "loss": means[0] if means else None,
                          "losses": dict(zip(names, means[1:])), "top1": top1, "top5": top5,
-                         "images_per_s": round(seen / epoch_time, 1), "epoch_time_s": round(epoch_time, 3)}
+                         "images_per_s": round(seen_all / epoch_time, 1), "epoch_time_s": round(epoch_time, 3)}
                 history.append(entry)
                 bar.end_epoch(entry)
                 log.info("epoch %d/%d  loss %.4f  %s  top1 %.2f  top5 %.2f  lr %.4g  %.0f img/s", epoch, epochs,
@@ -324,17 +456,14 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None) -> dict:
                              "train/images_per_s": entry["images_per_s"], "train/epoch_loss": entry["loss"],
                              **{f"train/epoch_{k}": v for k, v in entry["losses"].items()}},
                             step=epoch * steps_per_epoch)
-                if top1 > best_top1:
+                if top1 > best_top1 and world.main:
                     best_top1 = top1
                     save_torch(ckpt_dir / BEST, {"model": student.state_dict(), "epoch": epoch, "best_acc": top1})
-                save_torch(ckpt_dir / LAST, {
-                    "kdbench": 1, "model": student.state_dict(), "method": method.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(), "epoch": epoch, "history": history, "run_id": run_id,
-                    "wandb_id": tracker.run_id, "config": resolved, "train_time_s": train_time,
-                    "train_images": train_images,
-                })
+                checkpoint(epoch)
         status = "completed"
+    except preemption.Preempted as e:
+        status, failure = "interrupted", str(e)
+        raise
     except TrainingFailed as e:
         failure = str(e)
         raise
@@ -352,5 +481,6 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None) -> dict:
         )
         tracker.summary({k: v for k, v in record["metrics"].items() if v is not None} | {"status": status})
         tracker.finish(failed=status != "completed")
-        write_record(run_dir, record)
+        if world.main:
+            write_record(run_dir, record)
     return record

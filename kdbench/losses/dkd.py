@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .kd import _check_pair
+from .logit_stand import zscore_logits
 
 __all__ = ["dkd_loss"]
 
@@ -21,6 +22,7 @@ def dkd_loss(
     alpha: float = 1.0,
     beta: float = 8.0,
     temperature: float = 4.0,
+    logit_stand: bool = False,
 ) -> torch.Tensor:
     r"""Decoupled KD: target-class (TCKD) plus non-target-class (NCKD) terms.
 
@@ -69,12 +71,17 @@ def dkd_loss(
         alpha: weight of TCKD.
         beta: weight of NCKD.
         temperature: softening temperature ``T > 0``.
+        logit_stand: Z-score both logit vectors (:func:`zscore_logits`) before everything above (Sun et al.,
+            "Logit Standardization in Knowledge Distillation", CVPR 2024; their ``dkd_loss`` in
+            sunshangquan/logit-standardization-KD, ``mdistiller/distillers/DKD.py``, keeps ``T**2``).
 
     Returns:
         Scalar loss tensor (without the CE term).
     """
     _check_pair(student_logits, teacher_logits)
     teacher_logits = teacher_logits.detach()
+    if logit_stand:
+        student_logits, teacher_logits = zscore_logits(student_logits), zscore_logits(teacher_logits)
     target = target.reshape(-1)
     batch_size = target.shape[0]
     if batch_size != student_logits.shape[0]:

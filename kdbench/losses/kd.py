@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .logit_stand import zscore_logits
+
 __all__ = ["kd_loss"]
 
 
@@ -12,6 +14,7 @@ def kd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     temperature: float = 4.0,
+    logit_stand: bool = False,
 ) -> torch.Tensor:
     r"""Temperature-scaled KL divergence between teacher and student.
 
@@ -36,12 +39,17 @@ def kd_loss(
             (detached), as in mdistiller where the teacher forward runs under
             ``torch.no_grad()``.
         temperature: softening temperature ``T > 0``.
+        logit_stand: Z-score both logit vectors (:func:`zscore_logits`) before dividing by ``T`` (Sun et al.,
+            "Logit Standardization in Knowledge Distillation", CVPR 2024). The ``T**2`` factor is kept, as in
+            their ``kd_loss`` (sunshangquan/logit-standardization-KD, ``mdistiller/distillers/KD.py``).
 
     Returns:
         Scalar loss tensor (the ``CE`` term is *not* included).
     """
     _check_pair(student_logits, teacher_logits)
     teacher_logits = teacher_logits.detach()
+    if logit_stand:
+        student_logits, teacher_logits = zscore_logits(student_logits), zscore_logits(teacher_logits)
     log_p_student = F.log_softmax(student_logits / temperature, dim=1)
     p_teacher = F.softmax(teacher_logits / temperature, dim=1)
     per_sample = F.kl_div(log_p_student, p_teacher, reduction="none").sum(dim=1)

@@ -108,6 +108,11 @@ class MobileNetV2(CifarNet):
     def _set_classifier(self, head: nn.Module) -> None:
         self.classifier[0] = head
 
+    def bn_before_relu(self) -> list[nn.BatchNorm2d]:
+        """The linear BN closing the last inverted residual of each feature group (blocks 1, 2, 4, 6), one per
+        pre-activation map after the stem (mdistiller ``get_bn_before_relu``)."""
+        return [self.blocks[i][-1].conv[-1] for i in _FEAT_GROUPS]
+
     def _forward_impl(self, x: torch.Tensor, want_preact: bool):
         x = self.conv1(x)
         feats = [x]

@@ -104,6 +104,11 @@ class CifarResNet(CifarNet):
         blocks += [BasicBlock(out_chs, out_chs) for _ in range(1, num_blocks)]
         return nn.Sequential(*blocks)
 
+    def bn_before_relu(self) -> list[nn.BatchNorm2d]:
+        """The BN ending the residual branch of each stage's last block (``bn2``), one per pre-activation map
+        after the stem (mdistiller ``get_bn_before_relu``; OFD derives its margins from them)."""
+        return [stage[-1].bn2 for stage in (self.layer1, self.layer2, self.layer3)]
+
     def _forward_impl(self, x: torch.Tensor, want_preact: bool):
         return run_stages(self.relu(self.bn1(self.conv1(x))), (self.layer1, self.layer2, self.layer3))
 

@@ -129,6 +129,12 @@ class CifarResNetV2(CifarNet):
                 elif isinstance(m, BasicBlock):
                     nn.init.zeros_(m.bn2.weight)
 
+    def bn_before_relu(self) -> list[nn.BatchNorm2d]:
+        """The BN ending the residual branch of each stage's last block (``bn2`` of basic blocks, ``bn3`` of
+        bottlenecks), one per pre-activation map after the stem (mdistiller ``get_bn_before_relu``)."""
+        stages = (self.layer1, self.layer2, self.layer3, self.layer4)
+        return [s[-1].bn3 if isinstance(s[-1], Bottleneck) else s[-1].bn2 for s in stages]
+
     def _forward_impl(self, x: torch.Tensor, want_preact: bool):
         return run_stages(self.act1(self.bn1(self.conv1(x))), (self.layer1, self.layer2, self.layer3, self.layer4))
 

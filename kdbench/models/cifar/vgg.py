@@ -72,6 +72,11 @@ class CifarVGG(CifarNet):
 
         init_fan_out_normal(self)
 
+    def bn_before_relu(self) -> list[nn.BatchNorm2d]:
+        """The BN closing conv groups 1-4, one per pre-activation map after the stem (mdistiller
+        ``get_bn_before_relu``)."""
+        return [getattr(self, f"block{i}")[-1] for i in range(1, 5)]
+
     def _forward_impl(self, x: torch.Tensor, want_preact: bool):
         height = x.shape[2]
         x = self.act0(self.block0(x))

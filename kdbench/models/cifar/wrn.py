@@ -130,6 +130,11 @@ class WideResNet(CifarNet):
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
+    def bn_before_relu(self) -> list[nn.BatchNorm2d]:
+        """The BNs that produce the pre-activation maps after the stem: ``block2.layer[0].bn1``,
+        ``block3.layer[0].bn1`` and the final ``bn1`` (mdistiller ``get_bn_before_relu``)."""
+        return [self.block2.layer[0].bn1, self.block3.layer[0].bn1, self.bn1]
+
     def _forward_impl(self, x: torch.Tensor, want_preact: bool):
         f0 = self.conv1(x)
         f1 = self.block1(f0)

@@ -1,0 +1,75 @@
+"""The reference CIFAR training augmentation, as a function of a per-sample seed.
+
+CRD / mdistiller train CIFAR with ``RandomCrop(32, padding=4)`` + ``RandomHorizontalFlip()``: a uniform choice
+among 9 x 9 crop offsets of the zero-padded 40 x 40 image and a fair flip, i.e. exactly ``NUM_VIEWS = 162``
+equally likely views of each image. Here the view is ``view_of(seed)`` (a fixed mixing of the sample's seed,
+uniform over the 162 views), so the same (run seed, epoch, sample) gets the same view whatever the number of
+workers, ranks, or where a resumed run starts. Without a seed the view is drawn from torch's global RNG.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+PAD = 4
+NUM_OFFSETS = 2 * PAD + 1
+NUM_VIEWS = NUM_OFFSETS * NUM_OFFSETS * 2
+_MASK = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
+def view_of(seed: int) -> int:
+    """The view (0 .. 161) a sample seed selects."""
+    return _splitmix64(int(seed)) % NUM_VIEWS
+
+
+def view_params(view: int) -> tuple[int, int, bool]:
+    """(top, left, flip) of a view: the crop offset in the padded image and whether to flip horizontally."""
+    return view // (NUM_OFFSETS * 2), (view // 2) % NUM_OFFSETS, bool(view % 2)
+
+
+def apply_view(image: torch.Tensor, view: int) -> torch.Tensor:
+    """One view of a (C, H, W) image: zero-pad 4, crop H x W at the view's offset, flip if the view says so."""
+    top, left, flip = view_params(view)
+    h, w = image.shape[-2:]
+    out = F.pad(image, (PAD, PAD, PAD, PAD))[..., top:top + h, left:left + w]
+    return out.flip(-1) if flip else out
+
+
+class PadCropFlip:
+    """The reference augmentation; call with a seed for the seeded view, without for a random one."""
+
+    seeded = True
+
+    def __call__(self, image: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+        view = view_of(seed) if seed is not None else int(torch.randint(NUM_VIEWS, ()))
+        return apply_view(image, view)
+
+
+class SeededCompose:
+    """``before`` -> seeded step -> ``after``; other augmentations take their draws from a generator seeded
+    with the sample seed (the process-wide RNG is left as it was)."""
+
+    seeded = True
+
+    def __init__(self, before, step, after):
+        self.before, self.step, self.after = before, step, after
+
+    def __call__(self, image, seed: int | None = None):
+        image = self.before(image)
+        if getattr(self.step, "seeded", False):
+            image = self.step(image, seed)
+        elif seed is None:
+            image = self.step(image)
+        else:
+            with torch.random.fork_rng(devices=()):
+                torch.manual_seed(seed)
+                image = self.step(image)
+        return self.after(image)
