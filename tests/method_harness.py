@@ -62,7 +62,7 @@ def one_step(method: Method, cache_dir: Path, teacher: str = "resnet8x4", studen
     with torch.no_grad():
         s_model.eval()
         s_probe = run_model(s_model, images[:2], method.needs)
-        t_probe = run_model(t_model, images[:2], method.needs) if t_model is not None else None
+        t_probe = run_model(t_model, images[:2], method.needs_of("teacher")) if t_model is not None else None
         s_model.train()
     method.build(s_probe, t_probe, make_context(t_model, num_classes, images, targets, cache_dir))
     method.train()
@@ -75,7 +75,7 @@ def one_step(method: Method, cache_dir: Path, teacher: str = "resnet8x4", studen
     t_out = None
     if t_model is not None:
         with torch.no_grad():
-            t_out = forward_outputs(t_model, batch, method)
+            t_out = forward_outputs(t_model, batch, method, role="teacher")
     terms = method(s_out, t_out, batch, progress)
     loss = sum(terms.values())
     loss.backward()

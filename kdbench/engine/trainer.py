@@ -8,6 +8,7 @@ checkpoints mid-epoch, and a resumed run continues from that exact step.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -166,12 +167,34 @@ def _build_context(cfg, data, device, teacher) -> BuildContext:
                         cache_dir=Path(str(cfg.store)).expanduser() / "cache", plain_train_batches=plain_train_batches)
 
 
-def forward_outputs(model, batch: Batch, method: Method):
+def forward_outputs(model, batch: Batch, method: Method, role: str = "student"):
     """The model's outputs on the batch, and on each extra view the method asked for."""
-    out = run_model(model, batch.images, method.needs)
-    for name in method.views:
-        out.views[name] = run_model(model, batch.views[name], method.needs)
+    needs = method.needs_of(role)
+    with batch_statistics(model, role == "teacher" and method.teacher_batch_stats):
+        out = run_model(model, batch.images, needs)
+        for name in method.views:
+            out.views[name] = run_model(model, batch.views[name], needs)
     return out
+
+
+@contextlib.contextmanager
+def batch_statistics(model: torch.nn.Module, enabled: bool = True):
+    """Within the block, the model's BN layers normalise with each batch's own statistics (train-mode BN)
+    while their running statistics and counters stay exactly as they were."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)] if enabled else []
+    saved = [(m.training, m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+             for m in norms]
+    for m in norms:
+        m.train()
+        m.momentum = 0.0  # running <- (1 - 0) * running + 0 * batch: unchanged
+    try:
+        yield
+    finally:
+        for m, (training, momentum, count) in zip(norms, saved):
+            m.train(training)
+            m.momentum = momentum
+            if count is not None:
+                m.num_batches_tracked.copy_(count)
 
 
 def optimizer_step(optimizer, scaler, terms: dict[str, torch.Tensor], task_terms) -> torch.Tensor:
@@ -257,7 +280,7 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None, world: distribu
         teacher, teacher_info = teacher_provider(cfg, data, device)
         if world.main:
             distributed.barrier()
-        if reason := supports(teacher, method.needs):
+        if reason := supports(teacher, method.needs_of("teacher")):
             raise ConfigError(f"method={cfg.method.name} cannot use teacher {cfg.teacher.name}: {reason}")
         seed_everything(seed)  # the same draws below whether the teacher was loaded or trained just now
 
@@ -271,7 +294,7 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None, world: distribu
     with torch.no_grad():
         student.eval()
         s_probe = run_model(student, probe, method.needs)
-        t_probe = run_model(teacher, probe, method.needs) if teacher is not None else None
+        t_probe = run_model(teacher, probe, method.needs_of("teacher")) if teacher is not None else None
         student.train()
     method.build(s_probe, t_probe, _build_context(cfg, data, device, teacher))
     method.to(device)
@@ -385,7 +408,7 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None, world: distribu
                         t_out = None
                         if teacher is not None:
                             with torch.no_grad():
-                                t_out = forward_outputs(teacher, batch, method)
+                                t_out = forward_outputs(teacher, batch, method, role="teacher")
                         terms = step_module(batch, t_out, progress)
                     loss = optimizer_step(optimizer, scaler, terms, method.task_terms)
                     # Running sums stay on the device: no host synchronisation per step.

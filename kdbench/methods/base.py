@@ -4,7 +4,10 @@ A method declares what it wants and the engine computes exactly that:
 
 - ``needs``: model outputs for student and teacher: ``logits``, ``embedding`` (pooled pre-logit vector),
   ``stages`` (stage maps), ``preact`` (pre-activation stage maps, CIFAR zoo only);
+- ``teacher_needs``: what the teacher must give, when it differs from ``needs`` (None: the same);
 - ``uses_teacher``: whether a frozen teacher runs at all;
+- ``teacher_batch_stats``: the teacher's BN layers normalise with the batch's own statistics (as a teacher
+  left in train mode does; its running statistics stay untouched), for methods whose reference runs it so;
 - ``views``: extra augmented views of each training image, ``{view name: augmentation}`` (see
   ``kdbench.data.AUGMENTATIONS``); student and teacher outputs on a view are ``output.views[name]``;
 - ``task_terms``: which of the returned terms are the task loss (optimisers such as DOT treat task and
@@ -66,9 +69,16 @@ class Progress:
 
 class Method(nn.Module):
     needs: ClassVar[frozenset[str]] = frozenset({"logits"})
+    teacher_needs: ClassVar[frozenset[str] | None] = None
     uses_teacher: ClassVar[bool] = True
+    teacher_batch_stats: ClassVar[bool] = False
     views: ClassVar[dict[str, str]] = {}
     task_terms: ClassVar[frozenset[str]] = frozenset({"ce"})
+
+    @classmethod
+    def needs_of(cls, role: str) -> frozenset[str]:
+        """What the ``"student"`` or the ``"teacher"`` must give."""
+        return cls.teacher_needs if role == "teacher" and cls.teacher_needs is not None else cls.needs
 
     def build(self, student: ModelOutput, teacher: ModelOutput | None, context: BuildContext) -> None:
         """Create trainable parts from sample outputs of the actual student/teacher pair (default: none)."""

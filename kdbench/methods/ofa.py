@@ -83,6 +83,7 @@ def _init(module: nn.Module) -> None:
 @register_method("ofa")
 class OFA(Method):
     needs = frozenset({"logits", "stages", "embedding"})
+    teacher_needs = frozenset({"logits"})
 
     def __init__(self, ce_weight: float = 1.0, kd_weight: float = 1.0, ofa_weight: float = 1.0, eps: float = 1.0,
                  temperature: float = 1.0, label_smoothing: float = 0.1, branch_stages: str = "all"):

@@ -15,10 +15,11 @@ Deviations from the references:
 - The margins of stage ``i`` are those of the teacher stage its map comes from. mdistiller indexes the full
   margin list with the aligned stage index, which only works when the teacher has no more stages than the
   student; there both agree.
-- The teacher runs in inference mode here (running BN statistics), as for every method of this package.
-  mdistiller's ``OFD.train`` and the original ``train_with_distill`` leave the teacher in training mode, so there
-  its pre-activation maps are normalised with the statistics of the current batch (and its running statistics
-  drift, unused). The margins assume exactly those batch-normalised maps (mean = BN bias, std = |BN weight|).
+- mdistiller's ``OFD.train`` and the original ``train_with_distill`` leave the teacher in training mode, so its
+  pre-activation maps are normalised with the statistics of the current batch; the margins assume exactly those
+  maps (mean = BN bias, std = |BN weight|). Here too the teacher's BN layers use batch statistics
+  (``teacher_batch_stats``), but its running statistics stay untouched, where the references let them drift
+  (they are not used there either).
 """
 
 import math
@@ -41,6 +42,7 @@ def _connector(c_in: int, c_out: int, kernel_size: int) -> nn.Sequential:
 @register_method("ofd")
 class OFD(Method):
     needs = frozenset({"logits", "preact"})
+    teacher_batch_stats = True  # the references leave the teacher in train mode (BN on batch statistics)
 
     def __init__(self, ce_weight: float = 1.0, ofd_weight: float = 1e-3, connector_kernel_size: int = 1):
         super().__init__()

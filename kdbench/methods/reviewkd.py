@@ -58,7 +58,8 @@ def _as_map(embedding: torch.Tensor) -> torch.Tensor:
 
 @register_method("reviewkd")
 class ReviewKD(Method):
-    needs = frozenset({"logits", "embedding", "stages", "preact"})
+    needs = frozenset({"logits", "embedding", "stages"})
+    teacher_needs = frozenset({"logits", "embedding", "preact"})
 
     def __init__(self, ce_weight: float = 1.0, reviewkd_weight: float = 5.0, warmup_epochs: int = 20,
                  max_mid_channel: int = 512):
