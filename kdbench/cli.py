@@ -201,8 +201,12 @@ def entry() -> None:
         # for them: no output subdir, no log file, and a throwaway run dir.
         import tempfile
 
-        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled",
-                     f"hydra.run.dir={tempfile.mkdtemp(prefix='kdbench-rank')}"]
+        import atexit
+        import shutil
+
+        scratch = tempfile.mkdtemp(prefix="kdbench-rank")
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", f"hydra.run.dir={scratch}"]
     hydra_main()
 
 

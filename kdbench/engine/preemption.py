@@ -1,7 +1,8 @@
-"""Pre-emption: SIGTERM and SIGUSR1 (what SLURM sends at pre-emption and before a time limit) ask the run to
-stop at the next step boundary; the trainer then writes a mid-epoch checkpoint and raises ``Preempted``.
+"""Pre-emption: SIGTERM, SIGUSR1 and SIGUSR2 (what SLURM sends at pre-emption and, with ``--signal``, before a
+time limit; submitit asks for SIGUSR2 by default) ask the run to stop at the next step boundary; the trainer then
+writes a mid-epoch checkpoint and raises ``Preempted``.
 
-Handlers installed before ours (submitit's, which requeues the job on SIGUSR1) are kept: ``hand_over`` calls
+Handlers installed before ours (submitit's, which requeues the job on its signal) are kept: ``hand_over`` calls
 the one for the received signal once the checkpoint is safely on disk, so submitit requeues a job whose state
 is saved, and the requeued job resumes from it.
 """
@@ -12,7 +13,7 @@ import contextlib
 import signal
 import threading
 
-SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s is not None)
+SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, name))
 
 _requested: signal.Signals | None = None
 _previous: dict[int, object] = {}
