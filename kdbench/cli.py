@@ -137,6 +137,23 @@ def _rank_from_env() -> int:
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0)
 
 
+def _record_failure_before_training(cfg: DictConfig, run_dir: Path, reason: str) -> None:
+    """result.json with status 'failed' for a job that stopped before its training began (no history)."""
+    from omegaconf import OmegaConf
+
+    from .results.record import build_record, utc_now, write_record
+
+    now = utc_now()
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    record = build_record(
+        run_id=f"{run_dir.name}-failed", status="failed", failure=reason, started_at=now,
+        config=resolved, dataset={"name": str(cfg.dataset.name)}, teacher={"name": str(cfg.teacher.name)},
+        student={"name": str(cfg.student.name)}, method={"name": str(cfg.method.name), "hparams": {}},
+        seed=int(cfg.seed), epochs=int(cfg.trainer.epochs), history=[], wall_time_s=0.0, images_per_s=None,
+        device=str(cfg.trainer.device), precision=str(cfg.trainer.precision), run_dir=run_dir)
+    write_record(run_dir, record)
+
+
 def run(cfg: DictConfig) -> dict | None:
     """The Hydra task: one job = one training run in Hydra's output directory (shared by all ranks of a
     data-parallel job; rank 0 writes in it)."""
@@ -171,8 +188,15 @@ def run(cfg: DictConfig) -> dict | None:
                 preemption.hand_over()  # under submitit: requeue the job (it resumes from the checkpoint)
                 raise SystemExit(3) from None
     except ConfigError as e:
-        fail(str(e))
+        if hc.mode != RunMode.MULTIRUN:
+            fail(str(e))
+        # In a sweep, a job whose pair cannot run this method (say) is recorded as failed; the others go on.
+        _record_failure_before_training(cfg, run_dir, f"ConfigError: {e}")
+        log.error("kdbench: error: %s (recorded in %s)", e, run_dir / "result.json")
+        return None
     except TrainingFailed as e:
+        if not (run_dir / "result.json").is_file() and world.main:  # it broke before training (the teacher's, say)
+            _record_failure_before_training(cfg, run_dir, str(e))
         log.error("run failed: %s (recorded in %s)", e, run_dir / "result.json")
         if hc.mode == RunMode.MULTIRUN:
             return None  # the other jobs of the sweep go on

@@ -38,6 +38,8 @@ def teacher_training_config(cfg: DictConfig) -> DictConfig:
         tcfg.student = OmegaConf.create({"name": cfg.teacher.name})
         tcfg.seed = int(cfg.teacher.seed)
         tcfg.trainer.epochs = int(cfg.teacher.train_epochs)
+        if tcfg.optim.name == "dot":  # a teacher trains on its task loss alone: plain SGD, same settings
+            tcfg.optim.name = "sgd"
         tcfg.resume = True  # a teacher run killed half-way continues where it stopped
         tcfg.logger.mode = "disabled"
     return tcfg
