@@ -25,6 +25,8 @@ class TrainerSchema:
     deterministic: bool = False
     channels_last: bool = False
     compile: bool = False
+    loader: str = "auto"
+    teacher_cache: str = "auto"
     max_steps_per_epoch: Optional[int] = None
     log_every_n_steps: int = 50
     progress: bool = True
@@ -88,6 +90,8 @@ OPEN = {"dataset"}  # groups whose files may add keys of their own
 CHOICES = {
     "trainer.precision": PRECISIONS,
     "optim.name": OPTIMIZERS,
+    "trainer.loader": ("auto", "device", "torch"),
+    "trainer.teacher_cache": ("auto", "on", "off"),
     "optim.schedule": SCHEDULES,
     "logger.mode": MODES,
     "dataset.augment": AUGMENTATIONS,

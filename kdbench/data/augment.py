@@ -9,6 +9,7 @@ workers, ranks, or where a resumed run starts. Without a seed the view is drawn 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -73,3 +74,38 @@ class SeededCompose:
                 torch.manual_seed(seed)
                 image = self.step(image)
         return self.after(image)
+
+
+_M = np.uint64
+
+
+def view_ids(seed_of_epoch: int, indices: np.ndarray) -> np.ndarray:
+    """``view_of(sample_seed(seed_of_epoch, i))`` for every index at once (uint64 arithmetic wraps mod 2^64,
+    exactly as the scalar functions reduce)."""
+    from .sampler import _MIX_A, _MIX_B
+
+    with np.errstate(over="ignore"):
+        i = indices.astype(np.uint64)
+        base = _M(seed_of_epoch % (1 << 64))
+        seed = (base * _M(_MIX_A) + (i + _M(1)) * _M(_MIX_B)) & _M((1 << 63) - 1)
+        x = seed + _M(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> _M(30))) * _M(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> _M(27))) * _M(0x94D049BB133111EB)
+        x = x ^ (x >> _M(31))
+    return (x % _M(NUM_VIEWS)).astype(np.int64)
+
+
+def crop_flip_batch(padded: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+    """Batched ``apply_view``: ``padded`` (B, C, H + 8, W + 8) zero-padded images, ``views`` (B,) view ids on the
+    same device; returns (B, C, H, W). Pure indexing, so it is exact for any dtype and runs on any device."""
+    b, _, hp, wp = padded.shape
+    h, w = hp - 2 * PAD, wp - 2 * PAD
+    top = torch.div(views, NUM_OFFSETS * 2, rounding_mode="floor")
+    left = torch.div(views, 2, rounding_mode="floor") % NUM_OFFSETS
+    flip = (views % 2).bool()
+    cols = torch.arange(w, device=padded.device)
+    cols = torch.where(flip[:, None], w - 1 - cols, cols) + left[:, None]  # (B, W), flipped where asked
+    rows = top[:, None] + torch.arange(h, device=padded.device)  # (B, H)
+    batch = torch.arange(b, device=padded.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2)

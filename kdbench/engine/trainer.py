@@ -23,15 +23,18 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..data import build_data, train_targets
 from ..data.base import IndexedDataset, build_transforms
+from ..data.augment import view_ids
+from ..data.device_loader import DeviceTestLoader, DeviceTrainLoader, device_loadable, uint8_images
 from ..data.sampler import EpochSampler, ShardSampler
 from ..errors import ConfigError
 from ..io import save_torch
 from ..methods import Batch, BuildContext, Method, Progress, build_method
-from ..models import create_model, run_model, supports
+from ..models import ModelOutput, create_model, run_model, supports
 from ..results.record import build_record, utc_now, write_record
 from .optim import build_optimizer, build_scheduler
 from .progress import EpochProgress
 from . import distributed, preemption
+from .logit_cache import TeacherLogitCache
 from .runtime import autocast, check_precision, epoch_seed, seed_everything, select_device, set_deterministic
 from .tracking import Tracker
 
@@ -218,21 +221,62 @@ def optimizer_step(optimizer, scaler, terms: dict[str, torch.Tensor], task_terms
     return loss
 
 
-def _loaders(cfg, data, world, batch_per_rank: int, pin: bool, views):
-    """Training loader (EpochSampler: seeded order and augmentation, sharded by rank) and test loader (sharded)."""
+def _loaders(cfg, data, world, batch_per_rank: int, device, views, channels_last: bool):
+    """Training loader (EpochSampler: seeded order and augmentation, sharded by rank), its sampler, the test
+    loader (sharded) and which kind they are: ``device`` (dataset resident on the device) or ``torch``."""
     dcfg = cfg.dataset
+    sampler = EpochSampler(len(data.train), int(cfg.seed), shuffle=True, rank=world.rank, world=world.size)
+    wanted = str(cfg.trainer.loader)
+    reason = device_loadable(data, str(dcfg.augment)) or ("the method asks for extra views" if views else None)
+    if wanted == "device" and reason:
+        raise ConfigError(f"trainer.loader: device loader unavailable: {reason}; valid here: torch, auto")
+    if wanted in ("device", "auto") and not reason:
+        train_loader = DeviceTrainLoader(data.train, sampler, batch_per_rank, str(dcfg.augment), dcfg.mean, dcfg.std,
+                                         device, channels_last)
+        test_loader = DeviceTestLoader(data.test, int(cfg.trainer.eval_batch_size), dcfg.mean, dcfg.std, device,
+                                       world.rank, world.size, channels_last)
+        return train_loader, sampler, test_loader, "device"
+    pin = device.type == "cuda"
     train_tf = build_transforms(dcfg.augment, data.image_size, dcfg.mean, dcfg.std, train=True)
     test_tf = build_transforms(dcfg.augment, data.image_size, dcfg.mean, dcfg.std, train=False)
     view_tfs = {n: build_transforms(a, data.image_size, dcfg.mean, dcfg.std, train=True) for n, a in views.items()}
     workers = int(dcfg.get("num_workers", 0) or 0)
     common = dict(num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
                   generator=torch.Generator().manual_seed(0))  # keeps the loader off the global RNG
-    sampler = EpochSampler(len(data.train), int(cfg.seed), shuffle=True, rank=world.rank, world=world.size)
     train_loader = torch.utils.data.DataLoader(IndexedDataset(data.train, train_tf, view_tfs), batch_size=batch_per_rank,
                                                sampler=sampler, **common)
     test_loader = torch.utils.data.DataLoader(IndexedDataset(data.test, test_tf), batch_size=int(cfg.trainer.eval_batch_size),
                                               sampler=ShardSampler(len(data.test), world.rank, world.size), **common)
-    return train_loader, sampler, test_loader
+    return train_loader, sampler, test_loader, "torch"
+
+
+def _teacher_cache(cfg, data, method, teacher, device, epochs: int, channels_last: bool) -> TeacherLogitCache | None:
+    """The teacher-logit cache when the run can use it (a method that needs only the teacher's logits, on
+    unchanged batches, under the reference CIFAR augmentation), per ``trainer.teacher_cache``."""
+    wanted = str(cfg.trainer.teacher_cache)
+    if teacher is None or wanted == "off":
+        return None
+    reasons = []
+    if set(method.needs_of("teacher")) - {"logits"} or method.teacher_batch_stats:
+        reasons.append("the method needs more of the teacher than its logits")
+    if method.views or type(method).prepare is not Method.prepare:
+        reasons.append("the method changes or adds to the batch")
+    if str(cfg.dataset.augment) not in ("cifar",):
+        reasons.append(f"augmentation '{cfg.dataset.augment}' is not the 162-view reference one")
+    if uint8_images(data.train) is None:
+        reasons.append(f"dataset {data.name} is not held in memory as uint8 images")
+    if reasons:
+        if wanted == "on":
+            raise ConfigError(f"trainer.teacher_cache: cannot be used here: {'; '.join(reasons)}; valid here: off, auto")
+        return None
+    root = Path(str(cfg.store)).expanduser() / "cache"
+    images, targets = uint8_images(data.train)
+    fingerprint = weights_fingerprint(teacher)
+    if wanted == "auto" and epochs < 162 and not TeacherLogitCache.exists(root, fingerprint, images, targets,
+                                                                          cfg.dataset.mean, cfg.dataset.std):
+        return None  # building costs 162 teacher passes over the data: more than this run's own
+    return TeacherLogitCache.open(root, teacher, fingerprint, images, targets, cfg.dataset.mean, cfg.dataset.std,
+                                  data.num_classes, device, channels_last=channels_last)
 
 
 def train(cfg: DictConfig, run_dir: Path, teacher_provider=None, world: distributed.World | None = None) -> dict:
@@ -287,7 +331,12 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None, world: distribu
     channels_last = bool(tcfg.channels_last)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     student.to(device=device, memory_format=memory_format)
-    train_loader, sampler, test_loader = _loaders(cfg, data, world, batch_per_rank, device.type == "cuda", method.views)
+    train_loader, sampler, test_loader, loader_kind = _loaders(cfg, data, world, batch_per_rank, device, method.views,
+                                                               channels_last)
+    epochs = int(tcfg.epochs)
+    logit_cache = _teacher_cache(cfg, data, method, teacher, device, epochs, channels_last)
+    if logit_cache is not None:
+        teacher_info = {**teacher_info, "logit_cache": str(logit_cache.directory), "logit_cache_built": logit_cache.built}
 
     # Size the method's trainable parts from a forward of the actual pair (never from channel tables).
     probe = next(iter(test_loader))[0][:2].to(device)
@@ -301,7 +350,6 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None, world: distribu
     extra_params = sum(p.numel() for p in method.parameters())
 
     optimizer = build_optimizer(cfg.optim, list(student.parameters()) + list(method.parameters()))
-    epochs = int(tcfg.epochs)
     if epochs < 1:
         raise ConfigError(f"trainer.epochs: must be >= 1, got {epochs}")
     scheduler = build_scheduler(cfg.optim, optimizer, epochs)
@@ -346,7 +394,7 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None, world: distribu
     record_args = dict(
         run_id=run_id, started_at=started_at, config=resolved,
         dataset={"name": data.name, "num_classes": data.num_classes, "image_size": data.image_size,
-                 "train_size": len(data.train), "test_size": len(data.test)},
+                 "train_size": len(data.train), "test_size": len(data.test), "loader": loader_kind},
         teacher=teacher_info,
         student={"name": str(cfg.student.name), "resolved": student.kdbench_name,
                  "params": sum(p.numel() for p in student.parameters()), "extra_params": extra_params},
@@ -398,7 +446,8 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None, world: distribu
                 for step, (images, targets, index, *extra) in enumerate(train_loader, start=first_step):
                     if step >= steps_per_epoch:
                         break
-                    views = {k: to_device(v, device, channels_last) for k, v in (extra[0] if extra else {}).items()}
+                    extra = extra[0] if extra else None  # device loader: view ids; DataLoader: extra views
+                    views = {k: to_device(v, device, channels_last) for k, v in extra.items()} if isinstance(extra, dict) else {}
                     batch = Batch(to_device(images, device, channels_last), targets.to(device, non_blocking=True),
                                   index.to(device, non_blocking=True), views)
                     progress = Progress(epoch=epoch, epochs=epochs, step=(epoch - 1) * steps_per_epoch + step,
@@ -406,7 +455,11 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None, world: distribu
                     batch = method.prepare(batch, progress)
                     with autocast(precision, device):
                         t_out = None
-                        if teacher is not None:
+                        if logit_cache is not None:
+                            if not isinstance(extra, torch.Tensor):  # DataLoader path: the views from the seeds
+                                extra = torch.from_numpy(view_ids(epoch_seed(seed, epoch), index.numpy())).to(device)
+                            t_out = ModelOutput(logits=logit_cache.lookup(batch.index, extra))
+                        elif teacher is not None:
                             with torch.no_grad():
                                 t_out = forward_outputs(teacher, batch, method, role="teacher")
                         terms = step_module(batch, t_out, progress)
