@@ -102,7 +102,8 @@ def test_end_to_end_kd_run_result_wandb_and_table(tmp_path, env, cifar_root):
     assert r["schema"] == 1 and r["status"] == "completed" and r["failure"] is None
     for key in ("run_id", "started_at", "finished_at", "config", "git", "wall_time_s", "images_per_s", "device", "precision"):
         assert key in r
-    assert r["dataset"] == {"name": "cifar100", "num_classes": 100, "image_size": 32, "train_size": 256, "test_size": 128}
+    assert r["dataset"] == {"name": "cifar100", "num_classes": 100, "image_size": 32, "train_size": 256, "test_size": 128,
+                            "loader": "device"}
     assert r["student"]["name"] == "resnet8" and r["student"]["resolved"] == "cifar_resnet8"
     assert r["student"]["params"] == sum(p.numel() for p in __import__("kdbench.models", fromlist=["x"]).create_model("resnet8", 100).parameters())
     assert r["teacher"]["name"] == "resnet8" and 0.0 <= r["teacher"]["top1"] <= 100.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .base import DataBundle, IndexedDataset, build_loaders, build_transforms, train_targets
 from .cifar import build_cifar, check_cifar_root
 from .digits import build_digits
+from .imagefolder import build_imagefolder, check_imagefolder_root
 from .synthetic import build_synthetic
 
 from ..errors import ConfigError
@@ -14,6 +15,7 @@ DATASETS = {
     "cifar10": build_cifar,
     "digits": build_digits,
     "synthetic": build_synthetic,
+    "imagenet": build_imagefolder,
 }
 
 
@@ -23,6 +25,8 @@ def check_data(cfg) -> None:
         raise ConfigError(f"dataset.name: unknown dataset '{cfg.name}'; valid: {', '.join(sorted(DATASETS))}")
     if cfg.name in ("cifar10", "cifar100"):
         check_cifar_root(cfg)
+    elif cfg.name == "imagenet":
+        check_imagefolder_root(cfg)
 
 
 def build_data(cfg) -> DataBundle:

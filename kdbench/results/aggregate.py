@@ -93,16 +93,25 @@ def _schema_problem(data: Any) -> str | None:
 
 
 # ----------------------------------------------------------------------------- rows
+# Recipe settings that tell runs of one (dataset, teacher, student, method) apart, next to the method's
+# hyper-parameters (read from the run's resolved config; ``trainer.epochs`` falls back to the record's ``epochs``).
+RECIPE_KEYS = ("optim.name", "optim.lr", "optim.weight_decay", "optim.schedule", "trainer.epochs", "trainer.batch_size")
+
+
 @dataclass(frozen=True)
 class Row:
     """One leaderboard line.
 
     ``kind`` is "teacher" (the teacher's measured accuracy: ``last_top1 == best_top1`` is the mean
     of the runs' ``teacher.top1``), "ce" (student trained alone, the baseline) or "method".
-    ``hparams`` holds only the method hyper-parameters that differ between runs of the same
-    (dataset, teacher, student, method), i.e. what tells this row apart from its siblings.
-    Means and sample stds (ddof=1, None for a single run) are over completed runs; ``delta_*``
-    is this row's mean minus the mean of the CE row of the same dataset and student.
+    ``hparams`` holds only the method hyper-parameters and recipe settings (``optim.lr``, ``trainer.epochs``, ...)
+    that differ between runs of the same (dataset, teacher, student, method), i.e. what tells this row apart from
+    its siblings; ``method_hparams`` and ``recipe`` hold all of them for the row.
+    Means and sample stds (ddof=1, None for a single run) are over completed runs; failed runs are only counted
+    (``n_failed``). ``delta_*`` is this row's mean minus the mean of the CE row of the same setting: same dataset,
+    student and recipe (a DOT run compares with the SGD CE run). ``published`` is the published number for the
+    row's setting (a :class:`kdbench.results.reference.Cell`, set by :func:`with_published`) and ``delta_*_pub``
+    our mean minus it, for the epoch kind the source reports (both when it does not say).
     """
 
     kind: str
@@ -121,6 +130,11 @@ class Row:
     last_top5: float | None = None
     delta_last: float | None = None
     delta_best: float | None = None
+    recipe: dict = field(default_factory=dict)
+    method_hparams: dict = field(default_factory=dict)
+    published: Any = None
+    delta_last_pub: float | None = None
+    delta_best_pub: float | None = None
 
     @property
     def label(self) -> str:
@@ -149,7 +163,8 @@ def aggregate(records: Sequence[dict], methods: Iterable[str] | None = None) -> 
     for row in rows:
         if row.kind == "ce":
             ce_rows[(row.dataset, row.student)].append(row)
-    rows = [_with_delta(r, ce_rows[(r.dataset, r.student)]) for r in rows if r.kind == "method"]
+    rows = [_with_delta(r, [ce for ce in ce_rows[(r.dataset, r.student)] if _same_setting(r.recipe, ce.recipe)])
+            for r in rows if r.kind == "method"]
     if methods is not None:
         methods = set(methods)
         rows = [r for r in rows if r.method in methods]
@@ -182,9 +197,11 @@ def _group_key(rec: dict) -> tuple:
 
 
 def _split(runs: list[dict]) -> list[tuple[dict, list[dict]]]:
-    """Split runs of one (dataset, teacher, student, method) by the hyper-parameters that differ."""
-    flat = [_flatten(r["method"].get("hparams") or {}) for r in runs]
-    keys = sorted({k for hp in flat for k in hp})
+    """Split runs of one (dataset, teacher, student, method) by the hyper-parameters and recipe settings that
+    differ; method hyper-parameters first, then the recipe keys in ``RECIPE_KEYS`` order."""
+    flat = [{**_flatten(r["method"].get("hparams") or {}), **run_recipe(r)} for r in runs]
+    hp_keys = sorted({k for hp in flat for k in hp if k not in RECIPE_KEYS})
+    keys = hp_keys + [k for k in RECIPE_KEYS if any(k in hp for hp in flat)]
     differing = [k for k in keys if len({_norm(hp.get(k)) for hp in flat}) > 1]
     variants: dict[tuple, tuple[dict, list[dict]]] = {}
     for hp, run in zip(flat, runs):
@@ -194,9 +211,32 @@ def _split(runs: list[dict]) -> list[tuple[dict, list[dict]]]:
     return list(variants.values())
 
 
+def run_recipe(rec: dict) -> dict:
+    """The ``RECIPE_KEYS`` a record's resolved config sets (keys it lacks are left out)."""
+    config = rec.get("config") if isinstance(rec.get("config"), dict) else {}
+    out = {}
+    for key in RECIPE_KEYS:
+        node: Any = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None and key == "trainer.epochs":
+            node = rec.get("epochs")
+        if node is not None:
+            out[key] = node
+    return out
+
+
+def _same_setting(a: dict, b: dict) -> bool:
+    """Two recipes are the same setting when every key both set agrees (DOT counts as its SGD base)."""
+    norm = lambda r: {k: ("sgd" if k == "optim.name" and v == "dot" else v) for k, v in r.items()}
+    a, b = norm(a), norm(b)
+    return all(_norm(a[k]) == _norm(b[k]) for k in a.keys() & b.keys())
+
+
 def _summarise(key: tuple, variant: dict, runs: list[dict]) -> Row:
     dataset, teacher, student, method = key
     done = [r for r in runs if r.get("status") == "completed"]
+    first = runs[0]  # within a variant every run shares the differing keys; the others are common to the group
     metric = lambda name: [m[name] for r in done if _num((m := r.get("metrics") or {}).get(name))]
     last_mean, last_std = _mean_std(metric("last_top1"))
     best_mean, best_std = _mean_std(metric("best_top1"))
@@ -206,6 +246,7 @@ def _summarise(key: tuple, variant: dict, runs: list[dict]) -> Row:
         seeds=tuple(sorted(r.get("seed") for r in done if r.get("seed") is not None)),
         last_top1=last_mean, last_top1_std=last_std, best_top1=best_mean, best_top1_std=best_std,
         last_top5=_mean_std(metric("last_top5"))[0],
+        recipe=run_recipe(first), method_hparams=_flatten(first["method"].get("hparams") or {}),
     )
 
 
@@ -222,6 +263,64 @@ def _teacher_row(dataset: str, teacher: str, measured: list[dict]) -> Row:
     top5 = _mean_std([m["top5"] for m in measured if _num(m.get("top5"))])[0]
     return Row(kind="teacher", dataset=dataset, teacher=teacher, student=None, method=None,
                last_top1=top1, best_top1=top1, last_top5=top5)
+
+
+def failed_runs(records: Sequence[dict], methods: Iterable[str] | None = None) -> list[dict]:
+    """The failed runs (never averaged), as dicts with where they are and why they failed."""
+    keep = None if methods is None else set(methods)
+    out = []
+    for rec in records:
+        if rec.get("status") != "failed" or (keep is not None and rec["method"]["name"] not in keep):
+            continue
+        dataset, teacher, student, method = _group_key(rec)
+        out.append({"dataset": dataset, "teacher": teacher, "student": student, "method": method,
+                    "seed": rec.get("seed"), "epochs_run": rec.get("epochs_run"),
+                    "failure": rec.get("failure") or "no reason recorded",
+                    "path": str(Path(rec["_path"]).parent) if rec.get("_path") else rec.get("run_dir")})
+    return sorted(out, key=lambda f: (f["dataset"], f["teacher"] or "", f["student"], f["method"], str(f["path"])))
+
+
+def published_method(row: Row) -> str | None:
+    """The method name a row has in the reference tables: ``teacher``, ``ce``, or the method, with ``+ls`` when
+    it ran with logit standardisation and ``+dot`` when it trained with the DOT optimiser."""
+    if row.kind in ("teacher", "ce"):
+        return row.kind
+    name = row.method or ""
+    if row.method_hparams.get("logit_stand") is True:
+        name += "+ls"
+    if row.recipe.get("optim.name") == "dot":
+        name += "+dot"
+    return name
+
+
+def with_published(rows: Sequence[Row], references=None) -> list[Row]:
+    """Rows with the published number of their setting attached (see :class:`Row`).
+
+    ``references``: the reference tables to search (default: all, in precedence order); the first cell of the
+    same dataset, pair and method whose recipe matches the row's recipe is used.
+    """
+    from . import reference as ref
+
+    tables = ref.list_references() if references is None else list(references)
+    recipes = ref.recipes()
+    out = []
+    for row in rows:
+        cells = ref.lookup(row.dataset, teacher=row.teacher, student=row.student, method=published_method(row),
+                           references=tables)
+        cell = next((c for c in cells if ref.recipe_compatible(recipes[c.recipe], row.recipe)), None)
+        if cell is None:
+            out.append(row)
+            continue
+        out.append(replace(row, published=cell, delta_last_pub=_pub_delta(row.last_top1, cell, "last"),
+                           delta_best_pub=_pub_delta(row.best_top1, cell, "best")))
+    return out
+
+
+def _pub_delta(ours: float | None, cell, kind: str) -> float | None:
+    """Ours minus the published number, when the source reports this epoch kind (or does not say which)."""
+    if ours is None or cell.kind not in (kind, "unstated"):
+        return None
+    return ours - cell.top1
 
 
 # ----------------------------------------------------------------------------- helpers

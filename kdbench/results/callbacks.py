@@ -16,8 +16,8 @@ class LeaderboardCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from rich.console import Console
 
-        from .aggregate import aggregate, find_results
-        from .table import render_rich, to_csv, to_markdown
+        from .aggregate import aggregate, failed_runs, find_results, with_published
+        from .table import failed_markdown, render_rich, to_csv, to_markdown
         from ..io import atomic_write
 
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -25,9 +25,12 @@ class LeaderboardCallback(Callback):
         if not records:
             log.warning("no result.json under %s: no leaderboard", sweep_dir)
             return
-        rows = aggregate(records)
+        rows = with_published(aggregate(records))  # published numbers of the same setting, where there are any
+        failed = failed_markdown(failed_runs(records))
         Console().print(render_rich(rows))
-        markdown = to_markdown(rows)
+        if failed:
+            Console().print(failed, highlight=False, markup=False)
+        markdown = to_markdown(rows) + failed
         atomic_write(sweep_dir / "leaderboard.md", lambda f: f.write(markdown))
         to_csv(rows, sweep_dir / "leaderboard.csv")
         log.info("leaderboard: %s", sweep_dir / "leaderboard.md")
