@@ -45,8 +45,11 @@ def _hydra_error_line(e: Exception) -> str:
 
 
 def _job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
-    """The override list of each job a (multi)run would launch, as Hydra's sweeper expands them."""
+    """The override list of each job a (multi)run would launch, as Hydra's sweeper expands them (a glob over a
+    config group's options, ``experiment=glob(cifar100/*)``, is expanded against the group's options)."""
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
 
     parsed = OverridesParser.create().parse_overrides(overrides)
     if not multirun:
@@ -54,7 +57,15 @@ def _job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
     choices = []
     for o in parsed:
         key = o.get_key_element()
-        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        if isinstance(o.value(), Glob):
+            group = o.get_key_element().split("@")[0].lstrip("+~")
+            options = GlobalHydra.instance().config_loader().get_group_options(group)
+            values = o.value().filter(options)
+            if not values:
+                raise ConfigError(f"{key}: glob({','.join(o.value().include)}) matches none of the options {', '.join(options)} "
+                                  f"(a glob sees only the group's top level; list nested ones: {key}=a/x,a/y)")
+        else:
+            values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
         choices.append([f"{key}={v}" for v in values])
     return [list(job) for job in itertools.product(*choices)]
 
@@ -81,14 +92,14 @@ def preflight(argv: list[str]) -> None:
                    "config_path", "experimental_rerun")
     if any(getattr(args, flag, None) for flag in passthrough):
         return
-    try:
-        jobs = _job_overrides(list(args.overrides), bool(args.multirun))
-    except OverrideParseException as e:
-        fail(f"bad override: {_hydra_error_line(e)}")
-    # Every distinct value of every swept key gets composed, plus the whole product when it is small.
-    selected = jobs if len(jobs) <= PREFLIGHT_MAX_JOBS else [
-        next(job for job in jobs if entry in job) for entry in sorted({e for job in jobs for e in job})]
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        try:
+            jobs = _job_overrides(list(args.overrides), bool(args.multirun))
+        except OverrideParseException as e:
+            fail(f"bad override: {_hydra_error_line(e)}")
+        # Every distinct value of every swept key gets composed, plus the whole product when it is small.
+        selected = jobs if len(jobs) <= PREFLIGHT_MAX_JOBS else [
+            next(job for job in jobs if entry in job) for entry in sorted({e for job in jobs for e in job})]
         seen = set()
         for job in selected:
             key = tuple(job)

@@ -211,3 +211,13 @@ def test_headline_command_trains_pld_into_cifar_resnet18(tmp_path, env, cifar_ro
         "name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False, "schedule": "multistep",
         "milestones": (150, 180, 210), "gamma": 0.1, "warmup_epochs": 0}
     assert r["config"]["trainer"]["batch_size"] == 64 and r["config"]["trainer"]["epochs"] == 1
+
+
+def test_glob_sweeps_are_expanded_and_checked(tmp_path, env):
+    """A glob sweep goes through the preflight: each match is composed and validated; an empty match is an error."""
+    out = run_cli(["-m", "method=glob(c*)", "dataset.root=/nonexistent"], tmp_path, env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().startswith("kdbench: error: dataset.root:"), out.stderr
+    out = run_cli(["-m", "experiment=glob(cifar100/res5*)", "method=ce"], tmp_path, env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "experiment: glob(cifar100/res5*) matches none of the options" in out.stderr, out.stderr
