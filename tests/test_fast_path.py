@@ -121,3 +121,18 @@ def test_teacher_cache_refuses_a_method_that_needs_teacher_features(tmp_path, en
                    "method=fitnet", "trainer.epochs=1", "trainer.teacher_cache=on", "logger.mode=disabled", *FAST,
                    f"hydra.run.dir={tmp_path / 'r'}"], tmp_path, env)
     assert out.returncode == 2 and "trainer.teacher_cache: cannot be used here" in out.stderr
+
+
+def test_bench_times_every_configuration_against_the_reference(tmp_path, env):
+    out_file = tmp_path / "bench.md"
+    out = run_cli(["--teacher", "resnet8", "--student", "resnet8", "--steps", "2", "--warmup", "1", "--batch-size", "8",
+                   "--workers", "0", "--cache-images", "4", "--configs", "reference", "device+cl", "device+cl+cache",
+                   "--out", str(out_file)], tmp_path, env, script="kdbench-bench")
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = out_file.read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| configuration")]
+    assert [r.split("|")[1].strip() for r in rows] == ["reference", "device+cl", "device+cl+cache"]
+    assert rows[0].split("|")[4].strip() == "1.00"
+    assert all(float(r.split("|")[2]) > 0 for r in rows)
+    bad = run_cli(["--configs", "device+warp"], tmp_path, env, script="kdbench-bench")
+    assert bad.returncode != 0 and "unknown option(s) warp" in bad.stderr
