@@ -86,3 +86,20 @@ def test_pretrained_teacher_comes_from_timm(tmp_path, monkeypatch):
     assert not (tmp_path / "store").exists()  # nothing trained
     with pytest.raises(ConfigError, match="none are hosted for CIFAR zoo model 'resnet8'"):
         create_model("resnet8", 10, pretrained=True)
+
+
+@pytest.mark.slow
+def test_compiled_student_and_teacher_train(tmp_path):
+    """trainer.compile=true: torch.compile of the student step and the teacher forward (slow: compilation)."""
+    from omegaconf import OmegaConf, open_dict
+
+    from hydra import compose, initialize_config_module
+    from kdbench.engine.teacher import provide_teacher
+
+    with initialize_config_module(config_module="kdbench.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "dataset=synthetic", "dataset.train_size=64", "dataset.test_size=32", "teacher=resnet8", "student=resnet8",
+            "teacher.train_epochs=1", "method=kd", "trainer.epochs=1", "trainer.compile=true", "trainer.device=cpu",
+            "trainer.batch_size=16", "trainer.progress=false", "logger.mode=disabled", f"store={tmp_path / 'store'}"])
+    record = train(cfg, tmp_path / "run", teacher_provider=provide_teacher)
+    assert record["status"] == "completed" and record["history"][0]["loss"] > 0

@@ -57,7 +57,9 @@ class StudentStep(torch.nn.Module):
     def __init__(self, student, method, compiled=None):
         super().__init__()
         self.student, self.method = student, method
-        self._forward_student = compiled or student
+        # the compiled student shares the student's parameters: kept out of the module tree (no second copy of
+        # its keys, no len() on the compiled wrapper)
+        self.__dict__["_forward_student"] = compiled if compiled is not None else student
 
     def forward(self, batch: Batch, teacher_out, progress: Progress) -> dict[str, torch.Tensor]:
         return self.method(forward_outputs(self._forward_student, batch, self.method), teacher_out, batch, progress)
@@ -355,6 +357,7 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None, world: distribu
     scheduler = build_scheduler(cfg.optim, optimizer, epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     step_module = StudentStep(student, method, torch.compile(student) if tcfg.compile else None)
+    teacher_forward = torch.compile(teacher) if tcfg.compile and teacher is not None and logit_cache is None else teacher
     if world.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -461,7 +464,7 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None, world: distribu
                             t_out = ModelOutput(logits=logit_cache.lookup(batch.index, extra))
                         elif teacher is not None:
                             with torch.no_grad():
-                                t_out = forward_outputs(teacher, batch, method, role="teacher")
+                                t_out = forward_outputs(teacher_forward, batch, method, role="teacher")
                         terms = step_module(batch, t_out, progress)
                     loss = optimizer_step(optimizer, scaler, terms, method.task_terms)
                     # Running sums stay on the device: no host synchronisation per step.
