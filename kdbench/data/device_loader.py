@@ -52,7 +52,7 @@ class _DeviceImages:
 
     def normalise(self, batch: torch.Tensor) -> torch.Tensor:
         out = (batch.float() - self.mean) / self.std
-        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
+        return out.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
 
 class DeviceTrainLoader:
