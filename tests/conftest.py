@@ -48,6 +48,18 @@ def cifar_root(tmp_path_factory) -> Path:
     return write_cifar100(tmp_path_factory.mktemp("cifar"))
 
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_thread():
+    """In-process tensors in the tests are small: intra-op threads only add contention on a shared 2-core
+    machine (and made loss modules several times slower). Restored at the end."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 @pytest.fixture()
 def env(tmp_path) -> dict:
     """Environment for CLI runs: private teacher store, W&B offline and never online, no progress bars."""

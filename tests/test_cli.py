@@ -25,7 +25,7 @@ def test_help_lists_every_group_and_choice(tmp_path, env):
 
 
 def test_cfg_job_composes_the_cifar_recipe(tmp_path, env):
-    out = run_cli(["method=pld", "student=resnet18", "--cfg", "job"], tmp_path, env)
+    out = run_cli(["method=pld", "student=resnet18", "--cfg", "job", "--resolve"], tmp_path, env)
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert "name: cifar100" in text and "name: resnet32x4" in text and "name: resnet18" in text

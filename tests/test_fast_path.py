@@ -23,17 +23,17 @@ from kdbench.models import create_model
 
 @pytest.fixture(scope="module")
 def small_cifar(tmp_path_factory):
-    root = write_cifar100(tmp_path_factory.mktemp("c"), n_train=48, n_test=16)
+    root = write_cifar100(tmp_path_factory.mktemp("c"), n_train=24, n_test=16)
     cfg = OmegaConf.load(REPO / "conf" / "dataset" / "cifar100.yaml")
     cfg.root = str(root)
     return cfg, build_data(cfg)
 
 
-@pytest.mark.parametrize("world,start", [(1, 0), (1, 20), (2, 8)])
+@pytest.mark.parametrize("world,start", [(1, 0), (1, 10), (2, 4)])
 def test_device_loader_gives_the_dataloader_batches(small_cifar, world, start):
     cfg, data = small_cifar
     for rank in range(world):
-        a, b = EpochSampler(48, seed=9, rank=rank, world=world), EpochSampler(48, seed=9, rank=rank, world=world)
+        a, b = EpochSampler(24, seed=9, rank=rank, world=world), EpochSampler(24, seed=9, rank=rank, world=world)
         torch_path = torch.utils.data.DataLoader(
             IndexedDataset(data.train, build_transforms("cifar", 32, cfg.mean, cfg.std, True)), batch_size=8, sampler=a)
         device_path = DeviceTrainLoader(data.train, b, 8, "cifar", cfg.mean, cfg.std, torch.device("cpu"))
@@ -58,12 +58,12 @@ def test_cached_logits_equal_the_online_teacher_for_every_view(tmp_path, small_c
     torch.manual_seed(0)
     teacher = create_model("resnet8", 100).eval()
     cache = _cache(tmp_path, data, cfg, teacher)
-    assert cache.built and cache.table.shape == (48, NUM_VIEWS, 100)
+    assert cache.built and cache.table.shape == (24, NUM_VIEWS, 100)
     images, _ = uint8_images(data.train)
     mean = torch.tensor(cfg.mean).view(-1, 1, 1) * 255
     std = torch.tensor(cfg.std).view(-1, 1, 1) * 255
     g = torch.Generator().manual_seed(1)
-    index = torch.randint(0, 48, (40,), generator=g)
+    index = torch.randint(0, 24, (40,), generator=g)
     views = torch.randint(0, NUM_VIEWS, (40,), generator=g)
     x = torch.stack([(apply_view(images[i], int(v)).float() - mean) / std for i, v in zip(index, views)])
     with torch.no_grad():
@@ -100,10 +100,11 @@ def test_corrupted_or_stale_cache_is_rebuilt(tmp_path, small_cifar):
     assert other.built and other.directory != cache.directory
 
 
-def test_cached_run_matches_the_online_run(tmp_path, env, cifar_root):
+def test_cached_run_matches_the_online_run(tmp_path, env):
+    cifar_root = write_cifar100(tmp_path / "cifar", n_train=64, n_test=64)
     common = [f"dataset.root={cifar_root}", "teacher=resnet8", "teacher.train_epochs=1", "student=resnet8",
               "method=kd", "trainer.epochs=2", "trainer.deterministic=true", "seed=4", "logger.mode=disabled", *FAST,
-              "trainer.loader=device"]
+              "trainer.loader=device", "trainer.batch_size=16"]
     runs = {}
     for mode in ("off", "on"):
         out = run_cli(common + [f"trainer.teacher_cache={mode}", f"hydra.run.dir={tmp_path / mode}"], tmp_path, env)

@@ -16,15 +16,6 @@ F64 = torch.float64
 F32 = torch.float32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # The tensors here are tiny; intra-op threads only add contention (and make
-    # the module several times slower on a busy machine). Restored afterwards.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 # ---------------------------------------------------------------------------
 # Fixed inputs

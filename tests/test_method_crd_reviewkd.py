@@ -15,13 +15,6 @@ from kdbench.methods.reviewkd import ReviewKD
 from kdbench.models.outputs import ModelOutput
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Negative sampling

@@ -29,13 +29,6 @@ F64 = torch.float64
 F32 = torch.float32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 # ---------------------------------------------------------------------------
 # Fixed inputs (the same construction was used to run the reference code)

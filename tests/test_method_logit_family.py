@@ -41,13 +41,6 @@ P = [0, 3, 0, 5, 6]  # mix partners' labels
 LAM = [1.0, 0.3, 1.0, 0.65, 0.8]  # weight of Y in each mixed sample
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def inputs():
     return torch.tensor(S, dtype=F64), torch.tensor(T, dtype=F64), torch.tensor(Y)

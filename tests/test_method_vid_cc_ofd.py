@@ -36,13 +36,6 @@ OFD_LOSS = 37.36325898479968  # OFD.ofd_loss with identity connectors, margins f
 OFD_METHOD = 543.9594356385237  # OFD.ofd_loss with drawn conv+BN connectors; 3 student stages vs 2 teacher
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def draws(seed, *shapes):
     g = torch.Generator().manual_seed(seed)
