@@ -39,6 +39,8 @@ def test_submitit_local_sweep_survives_preemption_and_requeue(tmp_path, env):
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not list(sweep.glob("*/checkpoints/last.pt")):
         time.sleep(0.05)
+    if proc.poll() is not None:
+        raise AssertionError(f"the sweep ended before any checkpoint: {proc.communicate()[0][-3000:]}")
     controllers = [int(p.name) for p in (sweep / ".submitit").iterdir() if p.name.isdigit()]
     signalled = 0
     for pid in controllers:
