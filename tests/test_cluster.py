@@ -32,7 +32,7 @@ def test_submitit_local_sweep_survives_preemption_and_requeue(tmp_path, env):
     submitit's pre-emption signal: it checkpoints, submitit requeues it, and the requeued job resumes from
     that checkpoint. All three end completed, each with its full history, and a leaderboard is written."""
     sweep = tmp_path / "sweep"
-    args = ["-m", "hydra/launcher=local", *SMALL, "student=resnet8", "method=ce", "seed=0,1,2",
+    args = ["-m", "hydra/launcher=local", *SMALL, "dataset.train_size=128", "student=resnet8", "method=ce", "seed=0,1,2",
             "trainer.epochs=3", "trainer.batch_size=8", f"hydra.sweep.dir={sweep}"]
     cmd = [sys.executable, "-c", "import sys; from kdbench.cli import entry; sys.argv = ['kdbench'] + sys.argv[1:]; entry()", *args]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -14,7 +14,8 @@ TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=32", "t
         "trainer.max_steps_per_epoch=2", "teacher.train_epochs=1", "logger.mode=disabled", *FAST,
         "trainer.batch_size=16", "trainer.eval_batch_size=32"]
 # Pairs a method refuses by design, with the reason it must give.
-REFUSED = {("kdsvd", "wrn_40_2", "MobileNetV2"): "equal student and teacher map widths"}
+REFUSED = {("kdsvd", "wrn_40_2", "MobileNetV2"): "equal student and teacher map widths",
+           ("kdsvd", "resnet32x4", "ShuffleV2"): "equal student and teacher map widths"}
 
 
 def _sweep(tmp_path, env, teacher: str, student: str, extra=()) -> dict[str, dict]:
