@@ -45,13 +45,24 @@ def apply_view(image: torch.Tensor, view: int) -> torch.Tensor:
 
 
 class PadCropFlip:
-    """The reference augmentation; call with a seed for the seeded view, without for a random one."""
+    """Zero-pad ``pad``, crop back to the input size at one of the (2 pad + 1)^2 offsets, and flip if ``flip``
+    draws it: a uniform choice among the finite views. With a seed the view is a fixed function of it, without
+    one it is drawn from torch's global RNG. The defaults are the reference CIFAR augmentation (162 views,
+    numbered as ``view_params``)."""
 
     seeded = True
 
+    def __init__(self, pad: int = PAD, flip: bool = True):
+        self.pad, self.flips = pad, 2 if flip else 1
+        self.offsets = 2 * pad + 1
+        self.views = self.offsets * self.offsets * self.flips
+
     def __call__(self, image: torch.Tensor, seed: int | None = None) -> torch.Tensor:
-        view = view_of(seed) if seed is not None else int(torch.randint(NUM_VIEWS, ()))
-        return apply_view(image, view)
+        view = _splitmix64(int(seed)) % self.views if seed is not None else int(torch.randint(self.views, ()))
+        top, left = view // (self.offsets * self.flips), (view // self.flips) % self.offsets
+        h, w = image.shape[-2:]
+        out = F.pad(image, (self.pad,) * 4)[..., top:top + h, left:left + w]
+        return out.flip(-1) if self.flips == 2 and view % 2 else out
 
 
 class SeededCompose:

@@ -111,7 +111,7 @@ def build_transforms(augment: str, image_size: int, mean: Sequence[float], std: 
     elif augment == "randaugment":
         step = T.Compose([PadCropFlip(), T.RandAugment(num_ops=2, magnitude=10)])
     elif augment == "pad_crop":
-        step = T.RandomCrop(image_size, padding=1)
+        step = PadCropFlip(pad=1, flip=False)
     else:
         from ..errors import ConfigError
 
