@@ -120,18 +120,23 @@ def build_transforms(augment: str, image_size: int, mean: Sequence[float], std: 
 
 
 def build_loaders(bundle: DataBundle, cfg_data, batch_size: int, eval_batch_size: int, pin_memory: bool,
-                  generator: torch.Generator, views: dict[str, str] | None = None):
-    """Train loader (shuffled by ``generator``, which the trainer reseeds every epoch) and test loader.
+                  generator: torch.Generator, views: dict[str, str] | None = None, train_sampler=None,
+                  test_sampler=None):
+    """Train loader and test loader over ``bundle``.
 
-    ``views`` (name -> augmentation) adds extra independently augmented views of each training image.
+    The training order comes from ``train_sampler`` when given (the trainer's seeded, rank-sharded
+    EpochSampler), else from shuffling with ``generator``; ``generator`` also seeds the workers, so the loader
+    never draws from the global RNG. ``test_sampler`` selects this rank's share of the test set (default: all,
+    in order). ``views`` (name -> augmentation) adds extra independently augmented views of each training image.
     """
     train_tf = build_transforms(cfg_data.augment, bundle.image_size, cfg_data.mean, cfg_data.std, train=True)
     test_tf = build_transforms(cfg_data.augment, bundle.image_size, cfg_data.mean, cfg_data.std, train=False)
     view_tfs = {name: build_transforms(aug, bundle.image_size, cfg_data.mean, cfg_data.std, train=True)
                 for name, aug in (views or {}).items()}
     workers = int(cfg_data.get("num_workers", 0) or 0)
-    common = dict(num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0)
-    train = DataLoader(IndexedDataset(bundle.train, train_tf, view_tfs), batch_size=batch_size, shuffle=True,
-                       generator=generator, drop_last=False, **common)
-    test = DataLoader(IndexedDataset(bundle.test, test_tf), batch_size=eval_batch_size, shuffle=False, **common)
+    common = dict(num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0, generator=generator)
+    train = DataLoader(IndexedDataset(bundle.train, train_tf, view_tfs), batch_size=batch_size,
+                       shuffle=train_sampler is None, sampler=train_sampler, drop_last=False, **common)
+    test = DataLoader(IndexedDataset(bundle.test, test_tf), batch_size=eval_batch_size, shuffle=False,
+                      sampler=test_sampler, **common)
     return train, test

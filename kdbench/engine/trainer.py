@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..data import build_data, train_targets
+from ..data import build_data, build_loaders, train_targets
 from ..data.base import IndexedDataset, build_transforms
 from ..data.augment import view_ids
 from ..data.device_loader import DeviceTestLoader, DeviceTrainLoader, device_loadable, uint8_images
@@ -158,7 +158,7 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def _build_context(cfg, data, device, teacher) -> BuildContext:
+def _build_context(cfg, data, device, teacher, fingerprint: str | None) -> BuildContext:
     dcfg = cfg.dataset
     plain = IndexedDataset(data.train, build_transforms(dcfg.augment, data.image_size, dcfg.mean, dcfg.std, train=False))
 
@@ -168,7 +168,7 @@ def _build_context(cfg, data, device, teacher) -> BuildContext:
             yield images.to(device), targets.to(device), index.to(device)
 
     return BuildContext(num_classes=data.num_classes, train_targets=train_targets(data), device=device,
-                        teacher=teacher, teacher_fingerprint=weights_fingerprint(teacher) if teacher is not None else None,
+                        teacher=teacher, teacher_fingerprint=fingerprint,
                         cache_dir=Path(str(cfg.store)).expanduser() / "cache", plain_train_batches=plain_train_batches)
 
 
@@ -238,21 +238,15 @@ def _loaders(cfg, data, world, batch_per_rank: int, device, views, channels_last
         test_loader = DeviceTestLoader(data.test, int(cfg.trainer.eval_batch_size), dcfg.mean, dcfg.std, device,
                                        world.rank, world.size, channels_last)
         return train_loader, sampler, test_loader, "device"
-    pin = device.type == "cuda"
-    train_tf = build_transforms(dcfg.augment, data.image_size, dcfg.mean, dcfg.std, train=True)
-    test_tf = build_transforms(dcfg.augment, data.image_size, dcfg.mean, dcfg.std, train=False)
-    view_tfs = {n: build_transforms(a, data.image_size, dcfg.mean, dcfg.std, train=True) for n, a in views.items()}
-    workers = int(dcfg.get("num_workers", 0) or 0)
-    common = dict(num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
-                  generator=torch.Generator().manual_seed(0))  # keeps the loader off the global RNG
-    train_loader = torch.utils.data.DataLoader(IndexedDataset(data.train, train_tf, view_tfs), batch_size=batch_per_rank,
-                                               sampler=sampler, **common)
-    test_loader = torch.utils.data.DataLoader(IndexedDataset(data.test, test_tf), batch_size=int(cfg.trainer.eval_batch_size),
-                                              sampler=ShardSampler(len(data.test), world.rank, world.size), **common)
+    train_loader, test_loader = build_loaders(
+        data, dcfg, batch_per_rank, int(cfg.trainer.eval_batch_size), pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(0), views=views, train_sampler=sampler,
+        test_sampler=ShardSampler(len(data.test), world.rank, world.size))
     return train_loader, sampler, test_loader, "torch"
 
 
-def _teacher_cache(cfg, data, method, teacher, device, epochs: int, channels_last: bool) -> TeacherLogitCache | None:
+def _teacher_cache(cfg, data, method, teacher, fingerprint: str | None, device, epochs: int,
+                   channels_last: bool) -> TeacherLogitCache | None:
     """The teacher-logit cache when the run can use it (a method that needs only the teacher's logits, on
     unchanged batches, under the reference CIFAR augmentation), per ``trainer.teacher_cache``."""
     wanted = str(cfg.trainer.teacher_cache)
@@ -273,7 +267,6 @@ def _teacher_cache(cfg, data, method, teacher, device, epochs: int, channels_las
         return None
     root = Path(str(cfg.store)).expanduser() / "cache"
     images, targets = uint8_images(data.train)
-    fingerprint = weights_fingerprint(teacher)
     if wanted == "auto" and epochs < 162 and not TeacherLogitCache.exists(root, fingerprint, images, targets,
                                                                           cfg.dataset.mean, cfg.dataset.std):
         return None  # building costs 162 teacher passes over the data: more than this run's own
@@ -336,7 +329,8 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None, world: distribu
     train_loader, sampler, test_loader, loader_kind = _loaders(cfg, data, world, batch_per_rank, device, method.views,
                                                                channels_last)
     epochs = int(tcfg.epochs)
-    logit_cache = _teacher_cache(cfg, data, method, teacher, device, epochs, channels_last)
+    fingerprint = weights_fingerprint(teacher) if teacher is not None else None  # the teacher's cache key
+    logit_cache = _teacher_cache(cfg, data, method, teacher, fingerprint, device, epochs, channels_last)
     if logit_cache is not None:
         teacher_info = {**teacher_info, "logit_cache": str(logit_cache.directory), "logit_cache_built": logit_cache.built}
 
@@ -347,7 +341,7 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None, world: distribu
         s_probe = run_model(student, probe, method.needs)
         t_probe = run_model(teacher, probe, method.needs_of("teacher")) if teacher is not None else None
         student.train()
-    method.build(s_probe, t_probe, _build_context(cfg, data, device, teacher))
+    method.build(s_probe, t_probe, _build_context(cfg, data, device, teacher, fingerprint))
     method.to(device)
     extra_params = sum(p.numel() for p in method.parameters())
 
