@@ -11,24 +11,34 @@ Configurations (cumulative options joined by ``+``):
   compile     torch.compile of the student step and of the teacher forward
   cache       teacher logits from the exact 162-view cache instead of the teacher forward
 
-Each configuration builds a fresh student (same initial weights) and runs ``--warmup`` untimed steps (compile
-happens there; its time is reported apart) and then ``--steps`` timed steps with device synchronisation at both
-ends. Images/s count training images through the whole step (data, teacher, student forward and backward,
-optimiser). The projection is the time of the standard CIFAR recipe (240 epochs x 782 steps of 64) at the
-measured step rate, plus for ``cache`` the projected one-off build over 50,000 images x 162 views. The timed
-cache is built over ``--cache-images`` images (its build time is scaled to 50,000); samples beyond those look up
-one of the cached rows, which costs exactly what their own row would.
+All configurations are built first (each a fresh student with the same initial weights), each runs ``--warmup``
+untimed steps (compile happens there; its time is reported apart), and then they are timed in ``--rounds``
+interleaved rounds of ``--steps / --rounds`` steps each, with device synchronisation around every round, so a
+shared machine's drifts hit all of them alike. The table gives medians over the rounds, and the ratio to the
+reference is the median of per-round ratios. Images/s count training images through the whole step (data,
+teacher, student forward and backward, optimiser). GFLOP/step counts the convolutions and matrix products of the
+student's forward and backward and, without the cache, the teacher's forward; "% of peak" compares the achieved
+rate to a large matrix product measured on the same device in the same precision (a roofline check: a step
+near 100% can only get faster by doing less arithmetic). The projection is the time of the standard CIFAR
+recipe (240 epochs x 782 steps of 64) at the measured step rate, plus for ``cache`` the projected one-off build
+over 50,000 images x 162 views. The timed cache is built over ``--cache-images`` images (its build time is
+scaled to 50,000); samples beyond those look up one of the cached rows, which costs exactly what their own row
+would.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
+import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -82,15 +92,67 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def run_config(name: str, args, device, images, targets, cache_dir: Path) -> dict:
+@dataclass
+class Prepared:
+    """One configuration, built and ready: ``step()`` runs one training step; ``begin_round()`` is called
+    untimed before each timed round (the reference style starts its DataLoader iterator there)."""
+
+    name: str
+    step: Callable[[], int]
+    begin_round: Callable[[], None]
+    flops_per_step: float
+    cache_build_s: float | None
+    warmup_s: float = 0.0
+    round_s: list = field(default_factory=list)  # (seconds, images, steps) per timed round
+
+
+def step_flops(teacher, student, method, batch: int, device, online_teacher: bool) -> float:
+    """FLOPs of one step as torch's flop counter sees them (convolutions and matrix products): the student's
+    forward and backward, plus the teacher's forward when it runs online. Loss and optimiser arithmetic is
+    elementwise and not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .models import run_model
+
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    with FlopCounterMode(display=False) as counter:
+        if online_teacher:
+            with torch.no_grad():
+                run_model(teacher, x, method.needs_of("teacher"))
+        out = run_model(student, x, method.needs)
+        out.logits.float().sum().backward()
+    student.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def matmul_peak(device, dtype) -> float:
+    """FLOP/s of a large square matrix product in ``dtype`` on ``device``, the best of five timings: the ceiling
+    the table's GFLOP/s are compared to."""
+    n = 4096 if device.type == "cuda" else 2048
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    reps = 20 if device.type == "cuda" else 2
+    for _ in range(2):
+        a @ b
+    best = math.inf
+    for _ in range(5):
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 * reps / best
+
+
+def prepare(name: str, args, device, images, targets, cache_dir: Path) -> Prepared:
     from .data.device_loader import DeviceTrainLoader
     from .data.sampler import EpochSampler
     from .engine.logit_cache import TeacherLogitCache
     from .engine.optim import build_optimizer
     from .engine.runtime import autocast
     from .engine.trainer import StudentStep, forward_outputs, optimizer_step, weights_fingerprint
-    from .methods import Batch, Progress, build_method
-    from .models import ModelOutput, create_model
+    from .methods import Batch, BuildContext, Progress, build_method
+    from .models import ModelOutput, create_model, run_model
     from omegaconf import OmegaConf
 
     opts = set(name.split("+")) - {"reference"}
@@ -105,8 +167,7 @@ def run_config(name: str, args, device, images, targets, cache_dir: Path) -> dic
     source = files("kdbench.conf") / "method" / f"{args.method}.yaml"
     if not source.is_file():
         raise SystemExit(f"kdbench-bench: error: --method: no method config '{args.method}'")
-    method_cfg = OmegaConf.create(source.read_text())
-    method = build_method(method_cfg)
+    method = build_method(OmegaConf.create(source.read_text()))
     if set(method.needs_of("teacher")) - {"logits"} and "cache" in opts:
         raise SystemExit(f"kdbench-bench: error: --configs: method {args.method} needs teacher features; no cache")
     student = create_model(args.student, args.classes).to(device=device, memory_format=memory_format)
@@ -130,15 +191,9 @@ def run_config(name: str, args, device, images, targets, cache_dir: Path) -> dic
                                        channels_last="cl" in opts)
         # the build time of this cache (measured when it was built, maybe by an earlier configuration),
         # projected to CIFAR's 50,000 images
-        import json
-
         meta = json.loads((cache.directory / "meta.json").read_text())
         cache_build_s = meta["build_time_s"] * 50_000 / n_cache
     probe = torch.zeros(2, 3, 32, 32, device=device).contiguous(memory_format=memory_format)
-    from .models import run_model
-
-    from .methods import BuildContext
-
     context = BuildContext(num_classes=args.classes, train_targets=torch.as_tensor(targets), device=device,
                            teacher=teacher, teacher_fingerprint=weights_fingerprint(teacher), cache_dir=cache_dir,
                            plain_train_batches=lambda: iter(()))
@@ -146,36 +201,42 @@ def run_config(name: str, args, device, images, targets, cache_dir: Path) -> dic
         method.build(run_model(student, probe, method.needs), run_model(teacher, probe, method.needs_of("teacher")),
                      context)
     method.to(device)
+    flops = step_flops(teacher, student, method, args.batch_size, device, online_teacher=cache is None)
     optimizer = build_optimizer(OmegaConf.create({"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
                                                   "nesterov": False}), list(student.parameters()) + list(method.parameters()))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     compiled = "compile" in opts
     step_module = StudentStep(student, method, torch.compile(student) if compiled else None)
     teacher_fwd = torch.compile(teacher) if compiled else teacher
+    state = {"epoch": 0, "iterator": iter(()), "pending": None, "step": 0}
 
-    def batches():
-        epoch = 0
+    def next_batch():
+        if state["pending"] is not None:
+            item, state["pending"] = state["pending"], None
+            return item
         while True:
-            epoch += 1
-            if sampler is not None:
-                sampler.set_epoch(epoch)
-            yield from loader
+            try:
+                return next(state["iterator"])
+            except StopIteration:
+                state["epoch"] += 1
+                if sampler is not None:
+                    sampler.set_epoch(state["epoch"])
+                state["iterator"] = iter(loader)
 
-    stream = batches()
-    seen, total = 0, args.warmup + args.steps
-    _sync(device)
-    t_start = time.perf_counter()
-    for step in range(total):
-        if step == args.warmup:
-            _sync(device)
-            t_timed = time.perf_counter()
-        item = next(stream)
+    def begin_round():
+        if sampler is None:
+            # a fresh DataLoader iterator whose first batch is waited for here, untimed: batches its workers
+            # prefetched while other configurations ran are not counted to the reference's credit
+            state["iterator"] = iter(loader)
+            state["pending"] = next_batch()
+
+    def step() -> int:
+        item = next_batch()
         images_b, targets_b, index = item[0], item[1], item[2]
-        if step >= args.warmup:
-            seen += len(targets_b)
         batch = Batch(images_b.to(device, non_blocking=True).contiguous(memory_format=memory_format),
                       targets_b.to(device, non_blocking=True), index.to(device, non_blocking=True))
-        progress = Progress(epoch=1, epochs=240, step=step, steps_per_epoch=782)
+        progress = Progress(epoch=1, epochs=240, step=state["step"], steps_per_epoch=782)
+        state["step"] += 1
         with autocast(precision, device):
             if cache is not None:
                 # the timed cache holds the first --cache-images rows; other samples look up one of those (a
@@ -186,13 +247,48 @@ def run_config(name: str, args, device, images, targets, cache_dir: Path) -> dic
                     t_out = forward_outputs(teacher_fwd, batch, method, role="teacher")
             terms = step_module(batch, t_out, progress)
         optimizer_step(optimizer, scaler, terms, method.task_terms)
-    _sync(device)
-    t_end = time.perf_counter()
-    timed = t_end - t_timed
-    step_s = timed / args.steps
-    return {"config": name, "images_per_s": seen / timed, "step_ms": 1000 * step_s,
-            "warmup_s": t_timed - t_start, "cache_build_s": cache_build_s,
-            "projected_h": (RECIPE_STEPS * step_s + (cache_build_s or 0.0)) / 3600}
+        return len(targets_b)
+
+    return Prepared(name, step, begin_round, flops, cache_build_s)
+
+
+def time_configs(prepared: list[Prepared], args, device) -> None:
+    """Warm each configuration up, then time them in interleaved rounds: round r runs ``--steps / --rounds``
+    steps of every configuration in turn, so slow drifts of a shared machine hit all of them alike."""
+    for p in prepared:
+        _sync(device)
+        t = time.perf_counter()
+        p.begin_round()
+        for _ in range(args.warmup):
+            p.step()
+        _sync(device)
+        p.warmup_s = time.perf_counter() - t
+        print(f"{p.name:40s} warmed up in {p.warmup_s:.1f} s", file=sys.stderr, flush=True)
+    per_round = max(1, math.ceil(args.steps / args.rounds))
+    for r in range(args.rounds):
+        for p in prepared:
+            p.begin_round()
+            _sync(device)
+            t = time.perf_counter()
+            seen = sum(p.step() for _ in range(per_round))
+            _sync(device)
+            p.round_s.append((time.perf_counter() - t, seen, per_round))
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+
+
+def summarise(p: Prepared, reference: Prepared | None, peak: float | None) -> dict:
+    """Medians over the rounds: images/s, step time, and the ratio to the reference round run moments before."""
+    rates = [seen / seconds for seconds, seen, _ in p.round_s]
+    step_s = statistics.median(seconds / steps for seconds, _, steps in p.round_s)
+    ratio = None
+    if reference is not None:
+        ratio = statistics.median(rate / (seen / seconds) for rate, (seconds, seen, _) in zip(rates, reference.round_s))
+    achieved = p.flops_per_step / step_s
+    return {"config": p.name, "images_per_s": statistics.median(rates), "range": (min(rates), max(rates)),
+            "ratio": ratio, "step_s": step_s, "warmup_s": p.warmup_s, "cache_build_s": p.cache_build_s,
+            "gflop_per_step": p.flops_per_step / 1e9, "gflops": achieved / 1e9,
+            "peak_fraction": achieved / peak if peak else None,
+            "projected_h": (RECIPE_STEPS * step_s + (p.cache_build_s or 0.0)) / 3600}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per configuration")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per configuration, over all rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (medians are reported)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compile happens here)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference style")
     parser.add_argument("--cache-images", type=int, default=128,
@@ -220,27 +317,43 @@ def main(argv: list[str] | None = None) -> int:
         device = select_device(args.device)
     except ConfigError as e:
         parser.exit(2, f"kdbench-bench: error: --device: {e}\n")
+    for key in ("steps", "rounds", "batch_size"):
+        if getattr(args, key) < 1:
+            parser.exit(2, f"kdbench-bench: error: --{key.replace('_', '-')}: must be >= 1, got {getattr(args, key)}\n")
     if args.threads:
         torch.set_num_threads(args.threads)
     args.configs = args.configs or list(DEFAULT_CONFIGS["cuda" if device.type == "cuda" else "cpu"])
-    images, targets = _synthetic((args.warmup + args.steps) * args.batch_size, args.classes)
-    rows = []
+    per_round = math.ceil(args.steps / args.rounds)
+    images, targets = _synthetic((args.warmup + per_round * args.rounds + 2) * args.batch_size, args.classes)
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
     with tempfile.TemporaryDirectory() as cache_dir:
-        for name in args.configs:
-            rows.append(run_config(name, args, device, images, targets, Path(cache_dir)))
-            print(f"{name:40s} {rows[-1]['images_per_s']:9.1f} img/s", file=sys.stderr, flush=True)
-    base = next((r["images_per_s"] for r in rows if r["config"] == "reference"), None)
+        prepared = [prepare(name, args, device, images, targets, Path(cache_dir)) for name in args.configs]
+        time_configs(prepared, args, device)
+    peaks = {}
+    for p in prepared:
+        kind = next((k for k in dtypes if k in p.name.split("+")), "fp32")
+        if kind not in peaks:
+            peaks[kind] = matmul_peak(device, dtypes.get(kind, torch.float32))
+    reference = next((p for p in prepared if p.name == "reference"), None)
+    rows = [summarise(p, reference, peaks[next((k for k in dtypes if k in p.name.split("+")), "fp32")])
+            for p in prepared]
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    lines = [f"{args.teacher} -> {args.student}, {args.method}, batch {args.batch_size}, {device.type} ({gpu}, "
-             f"{torch.get_num_threads()} threads), torch {torch.__version__}; {args.steps} timed steps after "
-             f"{args.warmup} warm-up steps", "",
-             "| configuration | images/s | ms/step | x reference | warm-up s | cache build s (50k) | 240 epochs, h |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    command = "kdbench-bench " + " ".join(sys.argv[1:] if argv is None else argv)
+    lines = [f"Command: `{command}`", "",
+             f"{args.teacher} -> {args.student}, {args.method}, batch {args.batch_size}, {device.type} ({gpu}, "
+             f"{torch.get_num_threads()} threads), torch {torch.__version__}; {per_round * args.rounds} timed steps per "
+             f"configuration in {args.rounds} interleaved rounds, after {args.warmup} warm-up steps. Medians over "
+             f"the rounds; the ratio is the median of per-round ratios. Matrix-product peak measured here: "
+             + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()) + ".", "",
+             "| configuration | images/s | range over rounds | ms/step | x reference | GFLOP/step | GFLOP/s | % of peak "
+             "| warm-up s | cache build s (50k) | 240 epochs, h |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        ratio = f"{r['images_per_s'] / base:.2f}" if base else "-"
+        ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
         build = f"{r['cache_build_s']:.0f}" if r["cache_build_s"] is not None else "-"
-        lines.append(f"| {r['config']} | {r['images_per_s']:.1f} | {r['step_ms']:.1f} | {ratio} | {r['warmup_s']:.1f} | "
-                     f"{build} | {r['projected_h']:.2f} |")
+        lines.append(f"| {r['config']} | {r['images_per_s']:.1f} | {r['range'][0]:.1f}-{r['range'][1]:.1f} | "
+                     f"{1000 * r['step_s']:.1f} | {ratio} | {r['gflop_per_step']:.2f} | {r['gflops']:.0f} | "
+                     f"{100 * r['peak_fraction']:.0f} | {r['warmup_s']:.1f} | {build} | {r['projected_h']:.2f} |")
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -126,14 +126,27 @@ def test_teacher_cache_refuses_a_method_that_needs_teacher_features(tmp_path, en
 
 def test_bench_times_every_configuration_against_the_reference(tmp_path, env):
     out_file = tmp_path / "bench.md"
-    out = run_cli(["--teacher", "resnet8", "--student", "resnet8", "--steps", "2", "--warmup", "1", "--batch-size", "8",
-                   "--workers", "0", "--cache-images", "4", "--configs", "reference", "device+cl", "device+cl+cache",
-                   "--out", str(out_file)], tmp_path, env, script="kdbench-bench")
+    args = ["--teacher", "resnet8", "--student", "resnet8", "--steps", "4", "--rounds", "2", "--warmup", "1",
+            "--batch-size", "8", "--workers", "0", "--cache-images", "4", "--configs", "reference", "device+cl",
+            "device+cl+cache", "--out", str(out_file)]
+    out = run_cli(args, tmp_path, env, script="kdbench-bench")
     assert out.returncode == 0, out.stderr[-3000:]
     table = out_file.read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| configuration")]
-    assert [r.split("|")[1].strip() for r in rows] == ["reference", "device+cl", "device+cl+cache"]
-    assert rows[0].split("|")[4].strip() == "1.00"
-    assert all(float(r.split("|")[2]) > 0 for r in rows)
+    assert table.startswith("Command: `kdbench-bench " + " ".join(args[:4]))
+    assert "4 timed steps per configuration in 2 interleaved rounds" in table and "fp32 " in table
+    header = next(line for line in table.splitlines() if line.startswith("| configuration"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    rows = [dict(zip(columns, (c.strip() for c in line.strip("|").split("|"))))
+            for line in table.splitlines() if line.startswith("| ") and line != header]
+    assert [r["configuration"] for r in rows] == ["reference", "device+cl", "device+cl+cache"]
+    assert rows[0]["x reference"] == "1.00"
+    assert all(float(r["images/s"]) > 0 and float(r["GFLOP/s"]) > 0 for r in rows)
+    # the cache removes the teacher's forward from the step's arithmetic (resnet8 teacher, resnet8 student: the
+    # teacher forward is one of about four forward-sized passes), and only the cached configuration has a build time
+    online, cached = float(rows[0]["GFLOP/step"]), float(rows[2]["GFLOP/step"])
+    assert cached == pytest.approx(online * 3 / 4, rel=0.05)
+    assert rows[0]["cache build s (50k)"] == "-" and float(rows[2]["cache build s (50k)"]) > 0
     bad = run_cli(["--configs", "device+warp"], tmp_path, env, script="kdbench-bench")
     assert bad.returncode != 0 and "unknown option(s) warp" in bad.stderr
+    zero = run_cli(["--rounds", "0"], tmp_path, env, script="kdbench-bench")
+    assert zero.returncode == 2 and "--rounds: must be >= 1" in zero.stderr

@@ -18,6 +18,9 @@ with the global torch RNG (:class:`kdbench.data.sampling.OtherClassSampler`; wit
 loaders do, ``nce_replacement=True`` for mdistiller's ImageNet sampler) instead of in the data loader; ``Z``
 and the banks are registered buffers, so they live in checkpoints; the projection, scores and loss run in
 float32 even under bf16/fp16 autocast (``exp(s / 0.07)`` amplifies low-precision rounding of the scores).
+Under data parallelism every rank gathers the whole global batch's embeddings and indices and applies the whole
+momentum update, and ``Z`` is estimated from every rank's scores, so the banks stay identical on all ranks and
+equal one process's (the references update each process's banks with its own samples only).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.sampling import OtherClassSampler
+from ..engine.distributed import all_gather_rows, all_reduce_sum
 from ..losses import crd_loss, kd_loss
 from .base import Method, register_method
 
@@ -73,14 +77,19 @@ class CRD(Method):
             exp_s = torch.exp(torch.bmm(rows_t, v_s.unsqueeze(2)).squeeze(2) / self.nce_t)
             exp_t = torch.exp(torch.bmm(rows_s, v_t.unsqueeze(2)).squeeze(2) / self.nce_t)
             n = self.memory_s.shape[0]
-            estimate = torch.stack([exp_s.mean(), exp_t.mean()]).detach() * n
-            z = torch.where(self.nce_z < 0, estimate, self.nce_z)
+            # Z from the first batch (under data parallelism, from every rank's scores of the first global
+            # batch); computed each step and kept only while unset, so no step waits on the host
+            sums = all_reduce_sum(torch.stack([exp_s.sum(), exp_t.sum(), exp_s.new_tensor(float(exp_s.numel()))]).detach())
+            z = torch.where(self.nce_z < 0, sums[:2] / sums[2] * n, self.nce_z)
             self.nce_z.copy_(z)
             loss = crd_loss(exp_s / z[0], exp_t / z[1], num_data=n)
             with torch.no_grad():
-                for memory, v in ((self.memory_s, v_s), (self.memory_t, v_t)):
-                    row = memory[index] * self.nce_m + v * (1 - self.nce_m)
-                    memory.index_copy_(0, index, row / row.pow(2).sum(1, keepdim=True).pow(0.5))
+                # every rank applies the whole global batch's update, so the banks stay identical across ranks
+                all_index = all_gather_rows(index)
+                all_v = all_gather_rows(torch.cat([v_s, v_t], dim=1).detach())
+                for memory, v in ((self.memory_s, all_v[:, :self.feat_dim]), (self.memory_t, all_v[:, self.feat_dim:])):
+                    row = memory[all_index] * self.nce_m + v * (1 - self.nce_m)
+                    memory.index_copy_(0, all_index, row / row.pow(2).sum(1, keepdim=True).pow(0.5))
         return loss
 
     def forward(self, student, teacher, batch, progress):
