@@ -20,8 +20,8 @@ teacher, student forward and backward, optimiser). GFLOP/step counts the convolu
 student's forward and backward and, without the cache, the teacher's forward; "% of peak" compares the achieved
 rate to a large matrix product measured on the same device in the same precision (a roofline check: a step
 near 100% can only get faster by doing less arithmetic). The projection is the time of the standard CIFAR
-recipe (240 epochs x 782 steps of 64) at the measured step rate, plus for ``cache`` the projected one-off build
-over 50,000 images x 162 views. The timed cache is built over ``--cache-images`` images (its build time is
+recipe (240 epochs x 782 steps of 64) at the measured step rate; for ``cache`` the one-off build over 50,000
+images x 162 views is projected apart (paid once per teacher, by the first run of a sweep). The timed cache is built over ``--cache-images`` images (its build time is
 scaled to 50,000); samples beyond those look up one of the cached rows, which costs exactly what their own row
 would.
 """
@@ -85,6 +85,18 @@ class _Images:
 def _synthetic(n: int, classes: int, seed: int = 0):
     g = np.random.default_rng(seed)
     return g.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), g.integers(0, classes, n)
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), with its vector extensions that matter for fp32/bf16."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "cpu"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "cpu")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name}, {' '.join(isa) or 'no avx2'}"
 
 
 def _sync(device):
@@ -288,7 +300,7 @@ def summarise(p: Prepared, reference: Prepared | None, peak: float | None) -> di
             "ratio": ratio, "step_s": step_s, "warmup_s": p.warmup_s, "cache_build_s": p.cache_build_s,
             "gflop_per_step": p.flops_per_step / 1e9, "gflops": achieved / 1e9,
             "peak_fraction": achieved / peak if peak else None,
-            "projected_h": (RECIPE_STEPS * step_s + (p.cache_build_s or 0.0)) / 3600}
+            "projected_h": RECIPE_STEPS * step_s / 3600}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -337,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     reference = next((p for p in prepared if p.name == "reference"), None)
     rows = [summarise(p, reference, peaks[next((k for k in dtypes if k in p.name.split("+")), "fp32")])
             for p in prepared]
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     command = "kdbench-bench " + " ".join(sys.argv[1:] if argv is None else argv)
     lines = [f"Command: `{command}`", "",
              f"{args.teacher} -> {args.student}, {args.method}, batch {args.batch_size}, {device.type} ({gpu}, "
@@ -346,11 +358,11 @@ def main(argv: list[str] | None = None) -> int:
              f"the rounds; the ratio is the median of per-round ratios. Matrix-product peak measured here: "
              + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()) + ".", "",
              "| configuration | images/s | range over rounds | ms/step | x reference | GFLOP/step | GFLOP/s | % of peak "
-             "| warm-up s | cache build s (50k) | 240 epochs, h |",
+             "| warm-up s | cache build, h (50k) | 240 epochs, h |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
-        build = f"{r['cache_build_s']:.0f}" if r["cache_build_s"] is not None else "-"
+        build = f"{r['cache_build_s'] / 3600:.2f}" if r["cache_build_s"] is not None else "-"
         lines.append(f"| {r['config']} | {r['images_per_s']:.1f} | {r['range'][0]:.1f}-{r['range'][1]:.1f} | "
                      f"{1000 * r['step_s']:.1f} | {ratio} | {r['gflop_per_step']:.2f} | {r['gflops']:.0f} | "
                      f"{100 * r['peak_fraction']:.0f} | {r['warmup_s']:.1f} | {build} | {r['projected_h']:.2f} |")

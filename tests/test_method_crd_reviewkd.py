@@ -313,28 +313,31 @@ def test_reviewkd_state_round_trips():
     assert a["reviewkd"].item() == pytest.approx(b["reviewkd"].item(), rel=1e-7)
 
 
-def _crd_rank(rank: int, world: int, init_file: str, split: int, out: str) -> None:
-    """One data-parallel rank: the same CRD (same seed) on its rows of the two steps of _crd_inputs."""
+def _crd_rank(rank: int, world: int, init_file: str, out: str) -> None:
+    """One data-parallel rank: the same CRD (same seed) on its rows of the two steps of _crd_inputs, once with
+    equal shares of the 3-row batches (split 2: rows 0-1 / 2; the ranks' counts differ) and once with 1 / 2."""
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        method = _built_crd(Path(out).parent, 6, 5, 20, feat_dim=4, nce_k=7)
-        rows = slice(0, split) if rank == 0 else slice(split, None)
-        losses = [method.contrast_loss(*(x[rows] for x in step)).item() for step in _crd_inputs()]
-        torch.save({"memory_s": method.memory_s, "memory_t": method.memory_t, "z": method.nce_z, "losses": losses},
-                   out)
+        results = {}
+        for split in (2, 1):
+            method = _built_crd(Path(out).parent, 6, 5, 20, feat_dim=4, nce_k=7)
+            rows = slice(0, split) if rank == 0 else slice(split, None)
+            losses = [method.contrast_loss(*(x[rows] for x in step)).item() for step in _crd_inputs()]
+            results[split] = {"memory_s": method.memory_s, "memory_t": method.memory_t, "z": method.nce_z,
+                              "losses": losses}
+        torch.save(results, out)
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("split", [2, 1])  # equal and unequal shares of the 3-row batches
-def test_crd_banks_under_data_parallelism_equal_one_process(tmp_path, split):
+def test_crd_banks_under_data_parallelism_equal_one_process(tmp_path):
     """Two gloo processes, each with part of every batch: after two steps both ranks' memory banks and Z equal
     those of one process that saw the whole batches, and the ranks' losses, weighted by their rows, give its loss."""
     import torch.multiprocessing as mp
 
-    procs = [mp.get_context("spawn").Process(target=_crd_rank, args=(r, 2, str(tmp_path / "pg"), split,
+    procs = [mp.get_context("spawn").Process(target=_crd_rank, args=(r, 2, str(tmp_path / "pg"),
                                                                       str(tmp_path / f"rank{r}.pt"))) for r in range(2)]
     for p in procs:
         p.start()
@@ -344,10 +347,11 @@ def test_crd_banks_under_data_parallelism_equal_one_process(tmp_path, split):
     single = _built_crd(tmp_path, 6, 5, 20, feat_dim=4, nce_k=7)
     full = [single.contrast_loss(*step).item() for step in _crd_inputs()]
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    for r in ranks:
-        torch.testing.assert_close(r["memory_s"], single.memory_s, rtol=0, atol=1e-6)
-        torch.testing.assert_close(r["memory_t"], single.memory_t, rtol=0, atol=1e-6)
-        torch.testing.assert_close(r["z"], single.nce_z, rtol=1e-6, atol=0)
-    for step, loss in enumerate(full):
-        combined = (split * ranks[0]["losses"][step] + (3 - split) * ranks[1]["losses"][step]) / 3
-        assert combined == pytest.approx(loss, rel=1e-5)
+    for split in (2, 1):
+        for r in ranks:
+            torch.testing.assert_close(r[split]["memory_s"], single.memory_s, rtol=0, atol=1e-6)
+            torch.testing.assert_close(r[split]["memory_t"], single.memory_t, rtol=0, atol=1e-6)
+            torch.testing.assert_close(r[split]["z"], single.nce_z, rtol=1e-6, atol=0)
+        for step, loss in enumerate(full):
+            combined = (split * ranks[0][split]["losses"][step] + (3 - split) * ranks[1][split]["losses"][step]) / 3
+            assert combined == pytest.approx(loss, rel=1e-5)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from conftest import FAST, read_result, run_cli
@@ -19,13 +20,23 @@ def _strip(history):
     return [{k: v for k, v in h.items() if k not in TIMING} for h in history]
 
 
-def test_killed_run_resumes_to_the_same_history(tmp_path, env, cifar_root):
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, cifar_root):
+    """One deterministic 3-epoch run (32 steps per epoch) that both interruption tests must reproduce; its
+    teacher store is shared with them, so the teacher is trained once."""
+    home = tmp_path_factory.mktemp("resume")
+    env = dict(os.environ, KDBENCH_HOME=str(home / "store"), WANDB_MODE="offline", WANDB_SILENT="true",
+               WANDB_DISABLE_GIT="true", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", COLUMNS="200")
     common = [f"dataset.root={cifar_root}", "teacher=resnet8", "teacher.train_epochs=1", "student=resnet8",
-              "method=kd", "trainer.epochs=4", "trainer.deterministic=true", "seed=5", "logger.mode=disabled", *FAST]
-    whole = tmp_path / "whole"
-    out = run_cli(common + [f"hydra.run.dir={whole}"], tmp_path, env)
+              "method=kd", "trainer.epochs=3", "trainer.deterministic=true", "seed=3", "logger.mode=disabled",
+              *FAST, "trainer.batch_size=8"]
+    out = run_cli(common + [f"hydra.run.dir={home / 'whole'}"], home, env)
     assert out.returncode == 0, out.stderr[-3000:]
-    reference = read_result(whole)
+    return env, common, read_result(home / "whole")
+
+
+def test_killed_run_resumes_to_the_same_history(tmp_path, uninterrupted):
+    env, common, reference = uninterrupted
 
     killed = tmp_path / "killed"
     script = ("import sys; from kdbench.cli import entry; sys.argv = ['kdbench'] + sys.argv[1:]; entry()")
@@ -42,13 +53,13 @@ def test_killed_run_resumes_to_the_same_history(tmp_path, env, cifar_root):
     assert not (killed / "result.json").exists(), "the run finished before it could be killed"
     state = torch.load(last, weights_only=False)
     done, killed_run_id = state["epoch"], state["run_id"]
-    assert 1 <= done < 4
+    assert 1 <= done < 3
     assert not list(killed.rglob("*.tmp")) or all(p.parent.name == "checkpoints" for p in killed.rglob("*.tmp"))
 
     out = run_cli(common + [f"hydra.run.dir={killed}", "resume=true"], tmp_path, env)
     assert out.returncode == 0, out.stderr[-3000:]
     resumed = read_result(killed)
-    assert resumed["status"] == "completed" and resumed["epochs_run"] == 4
+    assert resumed["status"] == "completed" and resumed["epochs_run"] == 3
     assert resumed["run_id"] == killed_run_id
     assert _strip(resumed["history"]) == _strip(reference["history"])
     assert "resuming from" in (killed / "kdbench.log").read_text()
@@ -64,17 +75,10 @@ def test_resume_refuses_a_different_configuration(tmp_path, env, cifar_root):
     assert "resume:" in out.stderr and "optim.lr" in out.stderr
 
 
-def test_sigterm_mid_epoch_checkpoints_and_resumes_to_the_same_history(tmp_path, env, cifar_root):
+def test_sigterm_mid_epoch_checkpoints_and_resumes_to_the_same_history(tmp_path, uninterrupted):
     """SIGTERM (pre-emption) stops the run at a step boundary with a mid-epoch checkpoint; resume=true then
     finishes with exactly the uninterrupted history (deterministic mode, 32 steps per epoch)."""
-    common = [f"dataset.root={cifar_root}", "teacher=resnet8", "teacher.train_epochs=1", "student=resnet8",
-              "method=kd", "trainer.epochs=3", "trainer.deterministic=true", "seed=3", "logger.mode=disabled",
-              *FAST, "trainer.batch_size=8"]
-    whole = tmp_path / "whole"
-    out = run_cli(common + [f"hydra.run.dir={whole}"], tmp_path, env)
-    assert out.returncode == 0, out.stderr[-3000:]
-    reference = read_result(whole)
-
+    env, common, reference = uninterrupted
     run_dir = tmp_path / "term"
     script = "import sys; from kdbench.cli import entry; sys.argv = ['kdbench'] + sys.argv[1:]; entry()"
     proc = subprocess.Popen([sys.executable, "-c", script, *common, f"hydra.run.dir={run_dir}"], cwd=tmp_path,

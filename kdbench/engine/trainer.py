@@ -245,13 +245,8 @@ def _loaders(cfg, data, world, batch_per_rank: int, device, views, channels_last
     return train_loader, sampler, test_loader, "torch"
 
 
-def _teacher_cache(cfg, data, method, teacher, fingerprint: str | None, device, epochs: int,
-                   channels_last: bool) -> TeacherLogitCache | None:
-    """The teacher-logit cache when the run can use it (a method that needs only the teacher's logits, on
-    unchanged batches, under the reference CIFAR augmentation), per ``trainer.teacher_cache``."""
-    wanted = str(cfg.trainer.teacher_cache)
-    if teacher is None or wanted == "off":
-        return None
+def _cache_refusals(cfg, data, method) -> list[str]:
+    """Why this run cannot use the teacher-logit cache (none: it can). Known before the teacher is obtained."""
     reasons = []
     if set(method.needs_of("teacher")) - {"logits"} or method.teacher_batch_stats:
         reasons.append("the method needs more of the teacher than its logits")
@@ -261,10 +256,18 @@ def _teacher_cache(cfg, data, method, teacher, fingerprint: str | None, device, 
         reasons.append(f"augmentation '{cfg.dataset.augment}' is not the 162-view reference one")
     if uint8_images(data.train) is None:
         reasons.append(f"dataset {data.name} is not held in memory as uint8 images")
-    if reasons:
-        if wanted == "on":
-            raise ConfigError(f"trainer.teacher_cache: cannot be used here: {'; '.join(reasons)}; valid here: off, auto")
+    if reasons and str(cfg.trainer.teacher_cache) == "on" and method.uses_teacher:
+        raise ConfigError(f"trainer.teacher_cache: cannot be used here: {'; '.join(reasons)}; valid here: off, auto")
+    return reasons
+
+
+def _teacher_cache(cfg, data, method, teacher, fingerprint: str | None, device, epochs: int,
+                   channels_last: bool) -> TeacherLogitCache | None:
+    """The teacher-logit cache when the run can use it (a method that needs only the teacher's logits, on
+    unchanged batches, under the reference CIFAR augmentation), per ``trainer.teacher_cache``."""
+    if teacher is None or str(cfg.trainer.teacher_cache) == "off" or _cache_refusals(cfg, data, method):
         return None
+    wanted = str(cfg.trainer.teacher_cache)
     root = Path(str(cfg.store)).expanduser() / "cache"
     images, targets = uint8_images(data.train)
     if wanted == "auto" and epochs < 162 and not TeacherLogitCache.exists(root, fingerprint, images, targets,
@@ -310,6 +313,7 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None, world: distribu
     student = create_model(cfg.student.name, data.num_classes, image_size=data.image_size)
     if reason := supports(student, method.needs):
         raise ConfigError(f"method={cfg.method.name} cannot use student {cfg.student.name}: {reason}")
+    _cache_refusals(cfg, data, method)  # trainer.teacher_cache=on where it cannot apply: refused before any teacher work
     teacher, teacher_info = (None, None)
     if method.uses_teacher:
         if teacher_provider is None:
