@@ -46,7 +46,7 @@ import torch
 CIFAR_MEAN, CIFAR_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
 RECIPE_STEPS = 240 * math.ceil(50_000 / 64)
 DEFAULT_CONFIGS = {  # bf16 only where the hardware has it: CPUs without bf16 units emulate it, far slower
-    "cuda": ("reference", "device", "device+cl", "device+cl+bf16", "device+cl+bf16+compile",
+    "cuda": ("reference", "device", "device+cl", "device+cl+compile", "device+cl+bf16", "device+cl+bf16+compile",
              "device+cl+bf16+compile+cache"),
     "cpu": ("reference", "device", "device+cl", "device+cl+compile", "device+cl+cache", "device+cl+compile+cache"),
 }

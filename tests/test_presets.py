@@ -292,3 +292,14 @@ def test_presets_ship_in_the_package_data():
     text = (REPO / "pyproject.toml").read_text()
     assert '"kdbench.conf" = ["*.yaml", "**/*.yaml"]' in text
     assert os.path.isfile(REPO / "conf" / "optim" / "imagenet.yaml") and os.path.isfile(REPO / "conf" / "dataset" / "imagenet.yaml")
+
+
+def test_fast_trainer_preset_keeps_the_recipe_and_adds_only_same_maths_options():
+    with initialize_config_module(config_module="kdbench.conf", version_base="1.3"):
+        default = compose(config_name="config").trainer
+        fast = compose(config_name="config", overrides=["trainer=fast"]).trainer
+        on_top = compose(config_name="config", overrides=["experiment=cifar100/res32x4_res8x4", "trainer=fast"])
+    changed = {k for k in default if default[k] != fast[k]}
+    assert changed == {"channels_last", "compile"} and fast.channels_last and fast.compile
+    assert fast.precision == "fp32" and fast.epochs == 240 and fast.batch_size == 64
+    assert on_top.trainer.compile and on_top.trainer.epochs == 240
