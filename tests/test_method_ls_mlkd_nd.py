@@ -126,7 +126,7 @@ def test_mlkd_matches_reference(overrides, ref):
 
 
 def test_mlkd_declares_the_strong_view():
-    assert MLKD.views == {"strong": "randaugment"}
+    assert MLKD.views == {"strong": "randaugment_fixmatch"}
     assert method_from_config("mlkd").hparams() == {"temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9,
                                                     "logit_stand": False}
 
@@ -236,3 +236,97 @@ def test_nd_family_gradients_flow_and_state_round_trips(name, teacher, student, 
     fresh.load_state_dict(state)
     for key, value in state.items():
         assert torch.equal(fresh.state_dict()[key], value), key
+
+
+# The strong view's RandAugment: images from Jin-Ying/Multi-Level-Logit-Distillation @ 5ee473f,
+# mdistiller/dataset/cifar100.py ``RandAugment(2, 10)`` on the 32x32 test image below after ``random.seed(s)`` and
+# ``np.random.seed(s)`` (Pillow 13.0.0): (seed, sum of the uint8 pixels, sha256 of the bytes[:16]), ops drawn.
+# Seeds 0-20 draw every one of the 14 operations at least once.
+STRONG_VIEW_GOLDEN = [
+    (0, 198730, "85d664c063447d2b"),  # Solarize + ShearY
+    (1, 292212, "4548ecdfa498ae44"),  # Brightness + Solarize
+    (2, 190737, "54280d110198d5cb"),  # TranslateY + TranslateY
+    (3, 374371, "c247316e99863813"),  # Contrast + Rotate
+    (4, 73767, "b195d28dc8fb0e1e"),  # Contrast + Brightness
+    (5, 328600, "37579a211ffa3e06"),  # Sharpness + ShearY
+    (6, 280476, "eba96eaa5d9c0fb6"),  # Solarize + Solarize
+    (7, 383038, "f38ce67d0571bbb8"),  # Equalize + Color
+    (8, 342552, "ee3e1fc61e552c62"),  # Contrast + TranslateY
+    (9, 369962, "b05f1022880fbb9b"),  # Posterize + Identity
+    (10, 362160, "184bf51fcd956400"),  # Rotate + Posterize
+    (11, 390224, "40a8986fc015ece9"),  # Posterize + Rotate
+    (12, 354086, "df267813b0227627"),  # Posterize + ShearX
+    (13, 349714, "92b3cdd1e86d768f"),  # Contrast + ShearX
+    (14, 220689, "1a9d9a6c034a03c3"),  # Brightness + ShearX
+    (15, 359254, "4bd034dcd793d6c3"),  # TranslateY + AutoContrast
+    (16, 377674, "8eb6481527ac1bb1"),  # Identity + Posterize
+    (17, 213051, "7d7f98f902751656"),  # Rotate + Solarize
+    (18, 362781, "cf3f3ffed119ad79"),  # Color + ShearX
+    (19, 388826, "2edef441fba83ad3"),  # ShearX + ShearY
+    (20, 287190, "13e86e189031e185"),  # TranslateX + ShearX
+]
+
+
+def _strong_view_test_image():
+    import numpy as np
+    from PIL import Image
+
+    i, j, c = np.meshgrid(np.arange(32), np.arange(32), np.arange(3), indexing="ij")
+    return Image.fromarray(((i * 7 + j * 13 + c * 50 + (i * j) % 17) % 256).astype(np.uint8))
+
+
+@pytest.mark.parametrize("seed, pixel_sum, digest", STRONG_VIEW_GOLDEN)
+def test_strong_view_equals_the_reference_randaugment(seed, pixel_sum, digest):
+    import hashlib
+    import random
+
+    import numpy as np
+
+    from kdbench.data.randaugment import rand_augment
+
+    out = np.asarray(rand_augment(_strong_view_test_image(), random.Random(seed), np.random.RandomState(seed)))
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+    assert (int(out.astype(np.int64).sum()), hashlib.sha256(out.tobytes()).hexdigest()[:16]) == (pixel_sum, digest)
+
+
+def test_strong_view_draws_two_ops_with_replacement_and_a_bounded_cutout():
+    import random
+
+    import numpy as np
+
+    from kdbench.data import randaugment as ra
+
+    assert [name for name, _, _ in ra.OPS] == [
+        "auto_contrast", "brightness", "color", "contrast", "equalize", "identity", "posterize", "rotate",
+        "sharpness", "shear_x", "shear_y", "solarize", "translate_x", "translate_y"]
+    drawn, sides = [], []
+    original_apply, original_cutout = ra.apply_op, ra.cutout
+    try:
+        ra.apply_op = lambda image, name, v: drawn.append((name, v)) or image
+        ra.cutout = lambda image, side, np_rng: sides.append(side) or image
+        rng, np_rng = random.Random(0), np.random.RandomState(0)
+        for _ in range(3000):
+            ra.rand_augment(_strong_view_test_image(), rng, np_rng)
+    finally:
+        ra.apply_op, ra.cutout = original_apply, original_cutout
+    ranges = {name: (low, high) for name, low, high in ra.OPS}
+    assert all(ranges[name][0] <= v <= ranges[name][1] for name, v in drawn)
+    counts = np.bincount([list(ranges).index(name) for name, _ in drawn], minlength=len(ranges))
+    assert len(drawn) == 6000 and counts.min() > 6000 / 14 * 0.8 and counts.max() < 6000 / 14 * 1.2
+    pairs = list(zip(drawn[::2], drawn[1::2]))
+    same = sum(a[0] == b[0] for a, b in pairs) / len(pairs)
+    assert same == pytest.approx(1 / 14, abs=0.03)  # with replacement: the same op twice 1 time in 14
+    assert 0 <= min(sides) and max(sides) < 16 and np.mean(sides) == pytest.approx(8, abs=0.5)
+
+
+def test_strong_view_is_a_function_of_the_sample_seed_in_the_loader(tmp_path):
+    import torch
+
+    from kdbench.data.base import IndexedDataset, TensorImages, build_transforms
+
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    tf = build_transforms("randaugment_fixmatch", 32, (0.5,) * 3, (0.25,) * 3, train=True)
+    data = IndexedDataset(TensorImages(images, torch.arange(4)), tf)
+    a, b, c = data[(1, 12345)][0], data[(1, 12345)][0], data[(1, 54321)][0]
+    assert a.shape == (3, 32, 32) and a.dtype == torch.float32
+    assert torch.equal(a, b) and not torch.equal(a, c)

@@ -87,6 +87,22 @@ class SeededCompose:
         return self.after(image)
 
 
+class SeededSequence:
+    """Seeded steps in turn; step ``k`` gets its own seed derived from the sample seed (or none without one)."""
+
+    seeded = True
+
+    def __init__(self, *steps):
+        self.steps = steps
+
+    def __call__(self, image, seed: int | None = None):
+        from .sampler import sample_seed
+
+        for k, step in enumerate(self.steps):
+            image = step(image, None if seed is None else (seed if k == 0 else sample_seed(seed, k)))
+        return image
+
+
 _M = np.uint64
 
 

@@ -9,11 +9,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2 as T
 
-from .augment import PadCropFlip, SeededCompose
+from .augment import PadCropFlip, SeededCompose, SeededSequence
+from .randaugment import FixMatchRandAugment
 from .sampler import sample_seed
 
 
-AUGMENTATIONS = ("cifar", "pad_crop", "none", "randaugment", "imagenet")
+AUGMENTATIONS = ("cifar", "pad_crop", "none", "randaugment", "randaugment_fixmatch", "imagenet")
 # ImageNet testing resizes the shorter side to image_size / 0.875 (256 for 224), then centre-crops.
 IMAGENET_CROP_FRACTION = 0.875
 
@@ -90,8 +91,9 @@ def build_transforms(augment: str, image_size: int, mean: Sequence[float], std: 
 
     ``cifar``: zero-pad 4, random ``image_size`` crop, horizontal flip p=0.5, then normalise: the CRD /
     mdistiller CIFAR training augmentation. ``pad_crop``: zero-pad 1 and random crop, no flip. ``none``.
-    ``randaugment``: ``cifar`` followed by RandAugment with 2 ops at magnitude 10, the strong view of MLKD's
-    official code (which uses its own RandAugment(2, 10) op list; this is torchvision's standard one).
+    ``randaugment``: ``cifar`` followed by torchvision's RandAugment (2 ops at magnitude 10).
+    ``randaugment_fixmatch``: ``cifar`` followed by FixMatch's RandAugment variant with Cutout, the strong view of
+    MLKD's official code (op list, ranges and draws: ``kdbench.data.randaugment``).
     ``imagenet``: RandomResizedCrop to ``image_size`` + horizontal flip p=0.5 on the decoded image; its test
     transform resizes the shorter side to ``image_size / 0.875`` (256 for 224) and centre-crops ``image_size``
     (torchvision's reference ImageNet recipe, as mdistiller's ImageNet loader).
@@ -110,6 +112,8 @@ def build_transforms(augment: str, image_size: int, mean: Sequence[float], std: 
         step = PadCropFlip()
     elif augment == "randaugment":
         step = T.Compose([PadCropFlip(), T.RandAugment(num_ops=2, magnitude=10)])
+    elif augment == "randaugment_fixmatch":
+        step = SeededSequence(PadCropFlip(), FixMatchRandAugment())
     elif augment == "pad_crop":
         step = PadCropFlip(pad=1, flip=False)
     else:
