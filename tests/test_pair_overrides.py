@@ -34,6 +34,10 @@ DEFAULTS = {
     "pld": {"temperature": 1.0, "weight": 1.0},
     "kdpp": {"ce_weight": 1.0, "kd_weight": 3.5, "nd_weight": 2.0, "temperature": 4.0, "warmup_epochs": 20},
     "dkdpp": {"ce_weight": 1.0, "alpha": 2.0, "beta": 8.0, "nd_weight": 0.5, "temperature": 4.0, "warmup_epochs": 20},
+    "distpp": {"ce_weight": 1.0, "kd_weight": 1.5, "nd_weight": 4.0, "beta": 1.0, "gamma": 1.0, "temperature": 4.0,
+               "warmup_epochs": 20},
+    "reviewkdpp": {"ce_weight": 1.0, "reviewkd_weight": 8.0, "nd_weight": 1.0, "warmup_epochs": 20,
+                   "max_mid_channel": 512},
 }
 DOT_DELTA = 0.075
 
@@ -108,7 +112,7 @@ def test_preset_values_reach_the_method(preset):
 
 def test_every_wired_method_is_covered():
     methods = set().union(*(wired(p) for p in PRESETS))
-    assert methods == {"kd", "dkd", "dist", "mlkd", "reviewkd", "ofd", "pld", "kdpp", "dkdpp"}
+    assert methods == {"kd", "dkd", "dist", "mlkd", "reviewkd", "ofd", "pld", "kdpp", "dkdpp", "distpp", "reviewkdpp"}
     assert set(DEFAULTS) == methods
 
 
