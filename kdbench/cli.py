@@ -142,6 +142,10 @@ def validate(cfg: DictConfig, check_files: bool = True) -> None:
             raise ConfigError(f"teacher.checkpoint: no file at {cfg.teacher.checkpoint}")
     if cfg.method.get("name") not in METHODS:
         raise ConfigError(f"method.name: unknown method '{cfg.method.get('name')}'; valid: {', '.join(sorted(METHODS))}")
+    if check_files:
+        from .engine.trainer import check_resume_source
+
+        check_resume_source(cfg)
 
 
 def _rank_from_env() -> int:

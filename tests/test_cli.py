@@ -32,11 +32,12 @@ def test_cfg_job_composes_the_cifar_recipe(tmp_path, env):
     assert "name: pld" in text and "temperature: 1.0" in text
     assert "milestones:\n  - 150\n  - 180\n  - 210" in text
     assert not (tmp_path / "outputs").exists()
-    # The light students get the recipe's lr 0.01; every other student 0.05.
-    light = run_cli(["student=ShuffleV2", "--cfg", "job", "--resolve"], tmp_path, env)
-    assert "lr: 0.01" in light.stdout
-    default = run_cli(["--cfg", "job", "--resolve"], tmp_path, env)
-    assert "lr: 0.05" in default.stdout
+    # The light students get the recipe's lr 0.01; every other student 0.05 (the same composition, in-process).
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="kdbench.conf", version_base="1.3"):
+        assert compose(config_name="config", overrides=["student=ShuffleV2"]).optim.lr == 0.01
+        assert compose(config_name="config").optim.lr == 0.05
 
 
 @pytest.mark.parametrize("args, expected", [

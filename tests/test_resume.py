@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -65,14 +66,17 @@ def test_killed_run_resumes_to_the_same_history(tmp_path, uninterrupted):
     assert "resuming from" in (killed / "kdbench.log").read_text()
 
 
-def test_resume_refuses_a_different_configuration(tmp_path, env, cifar_root):
-    common = [f"dataset.root={cifar_root}", "student=resnet8", "method=ce", "trainer.epochs=1",
-              "trainer.max_steps_per_epoch=1", "logger.mode=disabled", *FAST]
-    run_dir = tmp_path / "r"
-    assert run_cli(common + [f"hydra.run.dir={run_dir}"], tmp_path, env).returncode == 0
-    out = run_cli(common + [f"hydra.run.dir={tmp_path / 'other'}", f"resume={run_dir}", "optim.lr=0.2"], tmp_path, env)
+def test_resume_refuses_a_different_configuration(tmp_path, uninterrupted):
+    env, common, _ = uninterrupted
+    finished = Path(env["KDBENCH_HOME"]).parent / "whole"
+    out = run_cli(common + [f"hydra.run.dir={tmp_path / 'other'}", f"resume={finished}", "optim.lr=0.2"], tmp_path, env)
     assert out.returncode == 2
     assert "resume:" in out.stderr and "optim.lr" in out.stderr
+    assert not (tmp_path / "other").exists()
+    # the same configuration passes the check (the finished run is picked up at its end)
+    same = run_cli(common + [f"hydra.run.dir={tmp_path / 'again'}", f"resume={finished}"], tmp_path, env)
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert read_result(tmp_path / "again")["status"] == "completed"
 
 
 def test_sigterm_mid_epoch_checkpoints_and_resumes_to_the_same_history(tmp_path, uninterrupted):

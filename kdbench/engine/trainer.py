@@ -142,6 +142,25 @@ def _resume_path(resume, run_dir: Path) -> Path | None:
     return path
 
 
+def _check_same_configuration(path: Path, checkpoint: dict, resolved: dict) -> None:
+    if diff := _config_difference(checkpoint.get("config", {}), resolved):
+        raise ConfigError(f"resume: {path} was written by another configuration (differs in {', '.join(diff[:5])})")
+
+
+def check_resume_source(cfg: DictConfig) -> None:
+    """Before a run starts: ``resume=<checkpoint or run directory>`` must exist and have been written by this
+    configuration (the tensors are memory-mapped, not read). ``resume=true`` is checked by the run itself."""
+    resume = cfg.get("resume")
+    if resume is None or resume is True or str(resume).lower() in ("", "false", "true"):
+        return
+    path = _resume_path(resume, Path("."))
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is bad input
+        raise ConfigError(f"resume: cannot read checkpoint {path} ({type(e).__name__})") from None
+    _check_same_configuration(path, checkpoint, OmegaConf.to_container(cfg, resolve=True))
+
+
 def _config_difference(saved: dict, current: dict) -> list[str]:
     a, b = _flat(saved), _flat(current)
     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not k.startswith(RESUME_FREE_KEYS))
@@ -372,8 +391,7 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None, world: distribu
     ckpt_dir = run_dir / CHECKPOINT_DIR
     if (resume_from := _resume_path(cfg.get("resume"), run_dir)) is not None:
         ck = torch.load(resume_from, map_location=device, weights_only=False)
-        if diff := _config_difference(ck.get("config", {}), resolved):
-            raise ConfigError(f"resume: {resume_from} was written by another configuration (differs in {', '.join(diff[:5])})")
+        _check_same_configuration(resume_from, ck, resolved)
         student.load_state_dict(ck["model"])
         method.load_state_dict(ck["method"])
         optimizer.load_state_dict(ck["optimizer"])
