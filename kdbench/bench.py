@@ -21,9 +21,9 @@ student's forward and backward and, without the cache, the teacher's forward; "%
 rate to a large matrix product measured on the same device in the same precision (a roofline check: a step
 near 100% can only get faster by doing less arithmetic). The projection is the time of the standard CIFAR
 recipe (240 epochs x 782 steps of 64) at the measured step rate; for ``cache`` the one-off build over 50,000
-images x 162 views is projected apart (paid once per teacher, by the first run of a sweep). The timed cache is built over ``--cache-images`` images (its build time is
-scaled to 50,000); samples beyond those look up one of the cached rows, which costs exactly what their own row
-would.
+images x 162 views is projected apart (paid once per teacher, by the first run of a sweep). The timed cache is
+built over ``--cache-images`` images (its build time is scaled to 50,000); samples beyond those look up one of
+the cached rows, which costs exactly what their own row would.
 """
 
 from __future__ import annotations
@@ -51,6 +51,13 @@ DEFAULT_CONFIGS = {  # bf16 only where the hardware has it: CPUs without bf16 un
     "cpu": ("reference", "device", "device+cl", "device+cl+compile", "device+cl+cache", "device+cl+compile+cache"),
 }
 OPTIONS = {"device", "cl", "bf16", "fp16", "compile", "cache"}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _precision(name: str) -> str:
+    """The autocast precision a configuration name asks for: bf16, fp16, or fp32 (neither)."""
+    options = name.split("+")
+    return next((p for p in ("bf16", "fp16") if p in options), "fp32")
 
 
 class ReferenceCifar(torch.utils.data.Dataset):
@@ -110,6 +117,7 @@ class Prepared:
     untimed before each timed round (the reference style starts its DataLoader iterator there)."""
 
     name: str
+    precision: str
     step: Callable[[], int]
     begin_round: Callable[[], None]
     flops_per_step: float
@@ -171,7 +179,7 @@ def prepare(name: str, args, device, images, targets, cache_dir: Path) -> Prepar
     if opts - OPTIONS:
         raise SystemExit(f"kdbench-bench: error: --configs: unknown option(s) {', '.join(sorted(opts - OPTIONS))} in "
                          f"'{name}'; valid: reference, {', '.join(sorted(OPTIONS))}")
-    precision = "bf16" if "bf16" in opts else "fp16" if "fp16" in opts else "fp32"
+    precision = _precision(name)
     memory_format = torch.channels_last if "cl" in opts else torch.contiguous_format
     torch.manual_seed(0)
     from importlib.resources import files
@@ -194,10 +202,11 @@ def prepare(name: str, args, device, images, targets, cache_dir: Path) -> Prepar
         sampler = None
         loader = torch.utils.data.DataLoader(ReferenceCifar(images, targets), batch_size=args.batch_size, shuffle=True,
                                              num_workers=args.workers, pin_memory=device.type == "cuda")
+    fingerprint = weights_fingerprint(teacher)
     cache, cache_build_s = None, None
     if "cache" in opts:
         n_cache = min(n, args.cache_images)
-        cache = TeacherLogitCache.open(cache_dir, teacher, weights_fingerprint(teacher),
+        cache = TeacherLogitCache.open(cache_dir, teacher, fingerprint,
                                        torch.from_numpy(images[:n_cache]).permute(0, 3, 1, 2).contiguous(),
                                        torch.as_tensor(targets[:n_cache]), CIFAR_MEAN, CIFAR_STD, args.classes, device,
                                        channels_last="cl" in opts)
@@ -207,7 +216,7 @@ def prepare(name: str, args, device, images, targets, cache_dir: Path) -> Prepar
         cache_build_s = meta["build_time_s"] * 50_000 / n_cache
     probe = torch.zeros(2, 3, 32, 32, device=device).contiguous(memory_format=memory_format)
     context = BuildContext(num_classes=args.classes, train_targets=torch.as_tensor(targets), device=device,
-                           teacher=teacher, teacher_fingerprint=weights_fingerprint(teacher), cache_dir=cache_dir,
+                           teacher=teacher, teacher_fingerprint=fingerprint, cache_dir=cache_dir,
                            plain_train_batches=lambda: iter(()))
     with torch.no_grad():
         method.build(run_model(student, probe, method.needs), run_model(teacher, probe, method.needs_of("teacher")),
@@ -261,23 +270,22 @@ def prepare(name: str, args, device, images, targets, cache_dir: Path) -> Prepar
         optimizer_step(optimizer, scaler, terms, method.task_terms)
         return len(targets_b)
 
-    return Prepared(name, step, begin_round, flops, cache_build_s)
+    return Prepared(name, precision, step, begin_round, flops, cache_build_s)
 
 
-def time_configs(prepared: list[Prepared], args, device) -> None:
-    """Warm each configuration up, then time them in interleaved rounds: round r runs ``--steps / --rounds``
-    steps of every configuration in turn, so slow drifts of a shared machine hit all of them alike."""
+def time_configs(prepared: list[Prepared], warmup: int, rounds: int, per_round: int, device) -> None:
+    """Warm each configuration up, then time them in interleaved rounds: each round runs ``per_round`` steps of
+    every configuration in turn, so slow drifts of a shared machine hit all of them alike."""
     for p in prepared:
         _sync(device)
         t = time.perf_counter()
         p.begin_round()
-        for _ in range(args.warmup):
+        for _ in range(warmup):
             p.step()
         _sync(device)
         p.warmup_s = time.perf_counter() - t
         print(f"{p.name:40s} warmed up in {p.warmup_s:.1f} s", file=sys.stderr, flush=True)
-    per_round = max(1, math.ceil(args.steps / args.rounds))
-    for r in range(args.rounds):
+    for r in range(rounds):
         for p in prepared:
             p.begin_round()
             _sync(device)
@@ -285,10 +293,10 @@ def time_configs(prepared: list[Prepared], args, device) -> None:
             seen = sum(p.step() for _ in range(per_round))
             _sync(device)
             p.round_s.append((time.perf_counter() - t, seen, per_round))
-        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+        print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
 
 
-def summarise(p: Prepared, reference: Prepared | None, peak: float | None) -> dict:
+def summarise(p: Prepared, reference: Prepared | None, peak: float) -> dict:
     """Medians over the rounds: images/s, step time, and the ratio to the reference round run moments before."""
     rates = [seen / seconds for seconds, seen, _ in p.round_s]
     step_s = statistics.median(seconds / steps for seconds, _, steps in p.round_s)
@@ -299,7 +307,7 @@ def summarise(p: Prepared, reference: Prepared | None, peak: float | None) -> di
     return {"config": p.name, "images_per_s": statistics.median(rates), "range": (min(rates), max(rates)),
             "ratio": ratio, "step_s": step_s, "warmup_s": p.warmup_s, "cache_build_s": p.cache_build_s,
             "gflop_per_step": p.flops_per_step / 1e9, "gflops": achieved / 1e9,
-            "peak_fraction": achieved / peak if peak else None,
+            "peak_fraction": achieved / peak,
             "projected_h": RECIPE_STEPS * step_s / 3600}
 
 
@@ -337,18 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     args.configs = args.configs or list(DEFAULT_CONFIGS["cuda" if device.type == "cuda" else "cpu"])
     per_round = math.ceil(args.steps / args.rounds)
     images, targets = _synthetic((args.warmup + per_round * args.rounds + 2) * args.batch_size, args.classes)
-    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
     with tempfile.TemporaryDirectory() as cache_dir:
         prepared = [prepare(name, args, device, images, targets, Path(cache_dir)) for name in args.configs]
-        time_configs(prepared, args, device)
-    peaks = {}
-    for p in prepared:
-        kind = next((k for k in dtypes if k in p.name.split("+")), "fp32")
-        if kind not in peaks:
-            peaks[kind] = matmul_peak(device, dtypes.get(kind, torch.float32))
+        time_configs(prepared, args.warmup, args.rounds, per_round, device)
+    precisions = dict.fromkeys(p.precision for p in prepared)  # in order of first use
+    peaks = {precision: matmul_peak(device, DTYPES[precision]) for precision in precisions}
     reference = next((p for p in prepared if p.name == "reference"), None)
-    rows = [summarise(p, reference, peaks[next((k for k in dtypes if k in p.name.split("+")), "fp32")])
-            for p in prepared]
+    rows = [summarise(p, reference, peaks[p.precision]) for p in prepared]
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     command = "kdbench-bench " + " ".join(sys.argv[1:] if argv is None else argv)
     lines = [f"Command: `{command}`", "",
