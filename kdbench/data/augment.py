@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .sampler import _MIX_A, _MIX_B, sample_seed
+
 PAD = 4
 NUM_OFFSETS = 2 * PAD + 1
 NUM_VIEWS = NUM_OFFSETS * NUM_OFFSETS * 2
@@ -26,29 +28,11 @@ def _splitmix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def view_of(seed: int) -> int:
-    """The view (0 .. 161) a sample seed selects."""
-    return _splitmix64(int(seed)) % NUM_VIEWS
-
-
-def view_params(view: int) -> tuple[int, int, bool]:
-    """(top, left, flip) of a view: the crop offset in the padded image and whether to flip horizontally."""
-    return view // (NUM_OFFSETS * 2), (view // 2) % NUM_OFFSETS, bool(view % 2)
-
-
-def apply_view(image: torch.Tensor, view: int) -> torch.Tensor:
-    """One view of a (C, H, W) image: zero-pad 4, crop H x W at the view's offset, flip if the view says so."""
-    top, left, flip = view_params(view)
-    h, w = image.shape[-2:]
-    out = F.pad(image, (PAD, PAD, PAD, PAD))[..., top:top + h, left:left + w]
-    return out.flip(-1) if flip else out
-
-
 class PadCropFlip:
     """Zero-pad ``pad``, crop back to the input size at one of the (2 pad + 1)^2 offsets, and flip if ``flip``
     draws it: a uniform choice among the finite views. With a seed the view is a fixed function of it, without
     one it is drawn from torch's global RNG. The defaults are the reference CIFAR augmentation (162 views,
-    numbered as ``view_params``)."""
+    numbered as ``params``)."""
 
     seeded = True
 
@@ -57,12 +41,42 @@ class PadCropFlip:
         self.offsets = 2 * pad + 1
         self.views = self.offsets * self.offsets * self.flips
 
-    def __call__(self, image: torch.Tensor, seed: int | None = None) -> torch.Tensor:
-        view = _splitmix64(int(seed)) % self.views if seed is not None else int(torch.randint(self.views, ()))
+    def view_of(self, seed: int) -> int:
+        """The view a sample seed selects (a fixed mixing of the seed, uniform over the views)."""
+        return _splitmix64(int(seed)) % self.views
+
+    def params(self, view: int) -> tuple[int, int, bool]:
+        """(top, left, flip) of a view: the crop offset in the padded image and whether to flip horizontally."""
         top, left = view // (self.offsets * self.flips), (view // self.flips) % self.offsets
+        return top, left, bool(self.flips == 2 and view % 2)
+
+    def apply(self, image: torch.Tensor, view: int) -> torch.Tensor:
+        """One view of a (C, H, W) image: zero-pad, crop H x W at the view's offset, flip if the view says so."""
+        top, left, flip = self.params(view)
         h, w = image.shape[-2:]
         out = F.pad(image, (self.pad,) * 4)[..., top:top + h, left:left + w]
-        return out.flip(-1) if self.flips == 2 and view % 2 else out
+        return out.flip(-1) if flip else out
+
+    def __call__(self, image: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+        return self.apply(image, self.view_of(seed) if seed is not None else int(torch.randint(self.views, ())))
+
+
+REFERENCE_VIEWS = PadCropFlip()
+
+
+def view_of(seed: int) -> int:
+    """The reference view (0 .. 161) a sample seed selects."""
+    return REFERENCE_VIEWS.view_of(seed)
+
+
+def view_params(view: int) -> tuple[int, int, bool]:
+    """(top, left, flip) of a reference view."""
+    return REFERENCE_VIEWS.params(view)
+
+
+def apply_view(image: torch.Tensor, view: int) -> torch.Tensor:
+    """One reference view of a (C, H, W) image: zero-pad 4, crop at the view's offset, flip if it says so."""
+    return REFERENCE_VIEWS.apply(image, view)
 
 
 class SeededCompose:
@@ -96,8 +110,6 @@ class SeededSequence:
         self.steps = steps
 
     def __call__(self, image, seed: int | None = None):
-        from .sampler import sample_seed
-
         for k, step in enumerate(self.steps):
             image = step(image, None if seed is None else (seed if k == 0 else sample_seed(seed, k)))
         return image
@@ -109,8 +121,6 @@ _M = np.uint64
 def view_ids(seed_of_epoch: int, indices: np.ndarray) -> np.ndarray:
     """``view_of(sample_seed(seed_of_epoch, i))`` for every index at once (uint64 arithmetic wraps mod 2^64,
     exactly as the scalar functions reduce)."""
-    from .sampler import _MIX_A, _MIX_B
-
     with np.errstate(over="ignore"):
         i = indices.astype(np.uint64)
         base = _M(seed_of_epoch % (1 << 64))
