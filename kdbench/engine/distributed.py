@@ -93,17 +93,22 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
-    """Every rank's ``tensor`` concatenated along dim 0 in rank order (the ranks' row counts may differ);
-    the tensor itself for a single process. A collective: every rank must call it."""
+def all_gather_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each tensor (all with this rank's number of rows) concatenated along dim 0 over the ranks, in rank order;
+    the ranks' row counts may differ (exchanged once for all the tensors). The tensors themselves for a single
+    process. A collective: every rank must call it."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
-        return tensor
-    size = torch.tensor([tensor.shape[0]], device=tensor.device)
+        return tensors
+    rows = tensors[0].shape[0]
+    size = torch.tensor([rows], device=tensors[0].device)
     sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
     dist.all_gather(sizes, size)
     counts = [int(s.item()) for s in sizes]
-    padded = tensor.new_zeros((max(counts), *tensor.shape[1:]))
-    padded[: tensor.shape[0]] = tensor
-    parts = [torch.empty_like(padded) for _ in counts]
-    dist.all_gather(parts, padded)
-    return torch.cat([part[:n] for part, n in zip(parts, counts)])
+    gathered = []
+    for tensor in tensors:
+        padded = tensor.new_zeros((max(counts), *tensor.shape[1:]))
+        padded[:rows] = tensor
+        parts = [torch.empty_like(padded) for _ in counts]
+        dist.all_gather(parts, padded)
+        gathered.append(torch.cat([part[:n] for part, n in zip(parts, counts)]))
+    return tuple(gathered)

@@ -275,18 +275,16 @@ def _cache_refusals(cfg, data, method) -> list[str]:
         reasons.append(f"augmentation '{cfg.dataset.augment}' is not the 162-view reference one")
     if uint8_images(data.train) is None:
         reasons.append(f"dataset {data.name} is not held in memory as uint8 images")
-    if reasons and str(cfg.trainer.teacher_cache) == "on" and method.uses_teacher:
-        raise ConfigError(f"trainer.teacher_cache: cannot be used here: {'; '.join(reasons)}; valid here: off, auto")
     return reasons
 
 
-def _teacher_cache(cfg, data, method, teacher, fingerprint: str | None, device, epochs: int,
+def _teacher_cache(cfg, data, teacher, fingerprint: str | None, refusals: list[str], device, epochs: int,
                    channels_last: bool) -> TeacherLogitCache | None:
-    """The teacher-logit cache when the run can use it (a method that needs only the teacher's logits, on
-    unchanged batches, under the reference CIFAR augmentation), per ``trainer.teacher_cache``."""
-    if teacher is None or str(cfg.trainer.teacher_cache) == "off" or _cache_refusals(cfg, data, method):
-        return None
+    """The teacher-logit cache when the run can use it (``refusals`` empty: a method that needs only the
+    teacher's logits, on unchanged batches, under the reference CIFAR augmentation), per ``trainer.teacher_cache``."""
     wanted = str(cfg.trainer.teacher_cache)
+    if teacher is None or wanted == "off" or refusals:
+        return None
     root = Path(str(cfg.store)).expanduser() / "cache"
     images, targets = uint8_images(data.train)
     if wanted == "auto" and epochs < 162 and not TeacherLogitCache.exists(root, fingerprint, images, targets,
@@ -332,7 +330,10 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None, world: distribu
     student = create_model(cfg.student.name, data.num_classes, image_size=data.image_size)
     if reason := supports(student, method.needs):
         raise ConfigError(f"method={cfg.method.name} cannot use student {cfg.student.name}: {reason}")
-    _cache_refusals(cfg, data, method)  # trainer.teacher_cache=on where it cannot apply: refused before any teacher work
+    cache_refusals = _cache_refusals(cfg, data, method)
+    if cache_refusals and str(tcfg.teacher_cache) == "on" and method.uses_teacher:  # before any teacher work
+        raise ConfigError(f"trainer.teacher_cache: cannot be used here: {'; '.join(cache_refusals)}; "
+                          "valid here: off, auto")
     teacher, teacher_info = (None, None)
     if method.uses_teacher:
         if teacher_provider is None:
@@ -353,7 +354,7 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None, world: distribu
                                                                channels_last)
     epochs = int(tcfg.epochs)
     fingerprint = weights_fingerprint(teacher) if teacher is not None else None  # the teacher's cache key
-    logit_cache = _teacher_cache(cfg, data, method, teacher, fingerprint, device, epochs, channels_last)
+    logit_cache = _teacher_cache(cfg, data, teacher, fingerprint, cache_refusals, device, epochs, channels_last)
     if logit_cache is not None:
         teacher_info = {**teacher_info, "logit_cache": str(logit_cache.directory), "logit_cache_built": logit_cache.built}
 

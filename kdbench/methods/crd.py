@@ -85,9 +85,8 @@ class CRD(Method):
             loss = crd_loss(exp_s / z[0], exp_t / z[1], num_data=n)
             with torch.no_grad():
                 # every rank applies the whole global batch's update, so the banks stay identical across ranks
-                all_index = all_gather_rows(index)
-                all_v = all_gather_rows(torch.cat([v_s, v_t], dim=1).detach())
-                for memory, v in ((self.memory_s, all_v[:, :self.feat_dim]), (self.memory_t, all_v[:, self.feat_dim:])):
+                all_index, all_s, all_t = all_gather_rows(index, v_s.detach(), v_t.detach())
+                for memory, v in ((self.memory_s, all_s), (self.memory_t, all_t)):
                     row = memory[all_index] * self.nce_m + v * (1 - self.nce_m)
                     memory.index_copy_(0, all_index, row / row.pow(2).sum(1, keepdim=True).pow(0.5))
         return loss
