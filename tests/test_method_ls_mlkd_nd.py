@@ -202,6 +202,8 @@ def test_class_means_are_cached_per_teacher(tmp_path):
 
 
 SMALL = dict(batch_size=4, train_size=10)  # keeps the resnet32x4 teacher passes short on CPU
+ND_TERMS = {"nd": {"ce", "nd"}, "kdpp": {"ce", "kd", "nd"}, "dkdpp": {"ce", "dkd", "nd"},
+            "distpp": {"ce", "dist", "nd"}, "reviewkdpp": {"ce", "reviewkd", "nd"}}
 
 
 @pytest.mark.parametrize("name, teacher, student, projected", [
@@ -210,32 +212,53 @@ SMALL = dict(batch_size=4, train_size=10)  # keeps the resnet32x4 teacher passes
     ("kdpp", "wrn_40_2", "MobileNetV2", True),  # 1280 -> 128
     ("dkdpp", "resnet32x4", "resnet8x4", False),
     ("dkdpp", "resnet32x4", "ShuffleV2", True),  # 1024 -> 256
+    ("distpp", "resnet32x4", "resnet8x4", False),
+    ("distpp", "wrn_40_2", "MobileNetV2", True),
+    ("reviewkdpp", "resnet32x4", "resnet8x4", False),
+    ("reviewkdpp", "resnet32x4", "ShuffleV2", True),
 ])
 def test_nd_family_gradients_flow_and_state_round_trips(name, teacher, student, projected, tmp_path):
     result = one_step(method_from_config(name), tmp_path, teacher=teacher, student=student, **SMALL)
     assert_gradients_flow(result)
-    projector = result.method.projector
+    method = result.method
+    assert set(result.terms) == ND_TERMS[name] and all(torch.isfinite(v) for v in result.terms.values())
+    projector = method.projector
     assert (projector is not None) == projected
-    state = result.method.state_dict()
+    state = method.state_dict()
     assert "class_means" in state
+    assert any(k.startswith("projector.") for k in state) == projected
     if projected:  # BatchNorm1d -> Dropout(0.5) -> Linear(student width, teacher width), zero-initialised bias
         bn, dropout, linear = projector
         assert isinstance(bn, torch.nn.BatchNorm1d) and dropout.p == 0.5
-        assert linear.in_features == bn.num_features != result.method.class_means.shape[1] == linear.out_features
+        assert linear.in_features == bn.num_features != method.class_means.shape[1] == linear.out_features
         assert linear.weight.grad.abs().sum() > 0
         assert bn.num_batches_tracked.item() == 1 and {"projector.0.running_mean", "projector.2.weight"} <= set(state)
+    assert any(k.startswith("abfs.") for k in state) == (name == "reviewkdpp")
+    if name == "reviewkdpp":
+        assert all(p.grad is not None for p in method.abfs.parameters())
 
     # A freshly built instance (other training images, so other class means) takes the trained state.
+    needs, teacher_needs = type(method).needs, type(method).needs_of("teacher")
     images, targets = torch.randn(4, 3, 32, 32), torch.arange(4)
     with torch.no_grad():
-        s_probe = run_model(result.student.eval(), images[:2], {"logits", "embedding"})
-        t_probe = run_model(result.teacher, images[:2], {"logits", "embedding"})
+        s_probe = run_model(result.student.eval(), images[:2], needs)
+        t_probe = run_model(result.teacher, images[:2], teacher_needs)
     fresh = method_from_config(name)
     fresh.build(s_probe, t_probe, make_context(result.teacher, 10, images, targets, tmp_path / "fresh"))
     assert not torch.equal(fresh.class_means, state["class_means"])
     fresh.load_state_dict(state)
+    assert fresh.state_dict().keys() == state.keys()
     for key, value in state.items():
         assert torch.equal(fresh.state_dict()[key], value), key
+    # and computes the same terms
+    with torch.no_grad():
+        s_out = run_model(result.student, images, needs)
+        t_out = run_model(result.teacher, images, teacher_needs)
+    batch = Batch(images, targets, torch.arange(4))
+    a = method.eval()(s_out, t_out, batch, _progress(30))
+    b = fresh.eval()(s_out, t_out, batch, _progress(30))
+    for key in a:
+        assert torch.allclose(a[key], b[key]), key
 
 
 # The strong view's RandAugment: images from Jin-Ying/Multi-Level-Logit-Distillation @ 5ee473f,

@@ -1,4 +1,5 @@
-"""DIST++ and ReviewKD++: whole training-step terms pinned to the reference code, warm-up, gradients, state.
+"""DIST++ and ReviewKD++: whole training-step terms pinned to the reference code, warm-up, defaults (their
+gradient and state round-trip tests on real pairs are the ND family's, in test_method_ls_mlkd_nd.py).
 
 Golden values: WangYZ1608/Knowledge-Distillation-via-ND @ fc6f3f9058ed35189a1d3c0a79a7594025e4d88f, by calling
 the reference's own ``train()`` for one batch (CPU, float32, ``.cuda()`` made the identity, the data loader a
@@ -23,13 +24,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from method_harness import assert_gradients_flow, make_context, method_from_config, one_step
+from method_harness import method_from_config
 
 from kdbench.losses import dist_loss, hcl_loss, nd_loss
 from kdbench.methods import Batch, Progress
 from kdbench.methods.distpp import DISTPP
 from kdbench.methods.reviewkdpp import ReviewKDPP
-from kdbench.models import ModelOutput, run_model
+from kdbench.models import ModelOutput
 
 EPOCHS = (1, 11, 26)  # the reference's 0-based epochs 0, 10, 25
 
@@ -114,6 +115,16 @@ DISTPP_CASES = {
 DIST_T4 = 26.86718586632923  # utils.py DIST(1, 1, 4.0)(s_logits, t_logits) in float64
 
 
+def _assert_reference_terms(values: dict, reference: dict, distill: str) -> None:
+    """kdbench's terms at epoch e + 1 against the reference's (cls, kd, nd) at its 0-based epoch e."""
+    for epoch, (ce, kd, nd) in reference.items():
+        got = values[epoch + 1]
+        assert set(got) == {"ce", distill, "nd"}
+        assert got["ce"] == pytest.approx(ce, rel=1e-6)
+        assert got[distill] == pytest.approx(kd, rel=1e-6, abs=0)
+        assert got["nd"] == pytest.approx(nd, rel=1e-6)
+
+
 @pytest.mark.parametrize("case", list(DISTPP_CASES))
 def test_distpp_step_matches_reference(case, monkeypatch):
     overrides, ref_terms, (ref_proj, ref_emb, ref_logits) = DISTPP_CASES[case]
@@ -124,12 +135,7 @@ def test_distpp_step_matches_reference(case, monkeypatch):
     assert (method.projector is not None) == (ref_proj is not None)
     values = _steps(method, student, teacher, Batch(torch.zeros(6, 3, 2, 2), labels, torch.arange(6)),
                     [s_logits, s_emb])
-    for epoch, (ce, dist, nd) in ref_terms.items():
-        got = values[epoch + 1]
-        assert set(got) == {"ce", "dist", "nd"}
-        assert got["ce"] == pytest.approx(ce, rel=1e-6)
-        assert got["dist"] == pytest.approx(dist, rel=1e-6, abs=0)
-        assert got["nd"] == pytest.approx(nd, rel=1e-6)
+    _assert_reference_terms(values, ref_terms, "dist")
     if ref_proj is not None:
         assert _grad_sum(method.projector.parameters()) == pytest.approx(ref_proj, rel=1e-5)
     assert s_emb.grad.abs().sum().item() == pytest.approx(ref_emb, rel=1e-5)
@@ -175,12 +181,7 @@ def test_reviewkdpp_step_matches_reference(monkeypatch):
     assert [abf.conv2[0].out_channels for abf in method.abfs] == [32, 64, 128, 128]
     leaves = [*student.stages, student.embedding, student.logits]
     values = _steps(method, student, teacher, batch, leaves)
-    for epoch, (ce, review, nd) in REVIEWKDPP_TERMS.items():
-        got = values[epoch + 1]
-        assert set(got) == {"ce", "reviewkd", "nd"}
-        assert got["ce"] == pytest.approx(ce, rel=1e-6)
-        assert got["reviewkd"] == pytest.approx(review, rel=1e-6, abs=0)
-        assert got["nd"] == pytest.approx(nd, rel=1e-6)
+    _assert_reference_terms(values, REVIEWKDPP_TERMS, "reviewkd")
     ref = REVIEWKDPP_GRADS
     assert _grad_sum(method.abfs.parameters()) == pytest.approx(ref["abfs"], rel=1e-5)
     assert _grad_sum(method.projector.parameters()) == pytest.approx(ref["projector"], rel=1e-5)
@@ -248,52 +249,3 @@ def test_published_defaults():
     assert isinstance(method_from_config("distpp"), DISTPP) and isinstance(method_from_config("reviewkdpp"), ReviewKDPP)
     assert ReviewKDPP.needs == {"logits", "embedding", "stages"}
     assert ReviewKDPP.teacher_needs == {"logits", "embedding", "preact"}
-
-
-SMALL = dict(batch_size=4, train_size=10)  # keeps the resnet32x4 teacher passes short on CPU
-
-
-@pytest.mark.parametrize("name, teacher, student, projected", [
-    ("distpp", "resnet32x4", "resnet8x4", False),  # 256 -> 256
-    ("distpp", "wrn_40_2", "MobileNetV2", True),  # 1280 -> 128
-    ("reviewkdpp", "resnet32x4", "resnet8x4", False),
-    ("reviewkdpp", "resnet32x4", "ShuffleV2", True),  # 1024 -> 256
-])
-def test_gradients_flow_and_state_round_trips(name, teacher, student, projected, tmp_path):
-    result = one_step(method_from_config(name), tmp_path, teacher=teacher, student=student, **SMALL)
-    assert_gradients_flow(result)
-    method = result.method
-    assert set(result.terms) == {"ce", "dist" if name == "distpp" else "reviewkd", "nd"}
-    assert all(torch.isfinite(v) for v in result.terms.values())
-    assert (method.projector is not None) == projected
-    if projected:
-        assert method.projector[2].weight.grad.abs().sum() > 0
-    if name == "reviewkdpp":
-        assert all(p.grad is not None for p in method.abfs.parameters())
-    state = method.state_dict()
-    assert "class_means" in state
-    assert any(k.startswith("abfs.") for k in state) == (name == "reviewkdpp")
-    assert any(k.startswith("projector.") for k in state) == projected
-
-    # A freshly built instance (other training images, so other class means) takes the trained state.
-    needs = type(method).needs_of("teacher")
-    images, targets = torch.randn(4, 3, 32, 32), torch.arange(4)
-    with torch.no_grad():
-        s_probe = run_model(result.student.eval(), images[:2], type(method).needs)
-        t_probe = run_model(result.teacher, images[:2], needs)
-    fresh = method_from_config(name)
-    fresh.build(s_probe, t_probe, make_context(result.teacher, 10, images, targets, tmp_path / "fresh"))
-    assert not torch.equal(fresh.class_means, state["class_means"])
-    fresh.load_state_dict(state)
-    assert fresh.state_dict().keys() == state.keys()
-    for key, value in state.items():
-        assert torch.equal(fresh.state_dict()[key], value), key
-    # and computes the same terms
-    with torch.no_grad():
-        s_out = run_model(result.student, images, type(method).needs)
-        t_out = run_model(result.teacher, images, needs)
-    batch = Batch(images, targets, torch.arange(4))
-    a = method.eval()(s_out, t_out, batch, _progress(30))
-    b = fresh.eval()(s_out, t_out, batch, _progress(30))
-    for key in a:
-        assert torch.allclose(a[key], b[key]), key
