@@ -106,6 +106,12 @@ def _cpu_name() -> str:
     return f"{name}, {' '.join(isa) or 'no avx2'}"
 
 
+def _fail(message: str):
+    """Bad input: one line on stderr, exit code 2."""
+    print(f"kdbench-bench: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -164,6 +170,33 @@ def matmul_peak(device, dtype) -> float:
     return 2 * n ** 3 * reps / best
 
 
+def _method(name: str):
+    """A fresh instance of the method config ``name`` (bad input if there is none)."""
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    from .methods import build_method
+
+    source = files("kdbench.conf") / "method" / f"{name}.yaml"
+    if not source.is_file():
+        _fail(f"--method: no method config '{name}'")
+    return build_method(OmegaConf.create(source.read_text()))
+
+
+def check_configs(names: list[str], method_name: str) -> None:
+    """Every configuration name, before anything is built: known options, and no cache for a method that
+    needs teacher features."""
+    needs_features = bool(set(_method(method_name).needs_of("teacher")) - {"logits"})
+    for name in names:
+        opts = set(name.split("+")) - {"reference"}
+        if opts - OPTIONS:
+            _fail(f"--configs: unknown option(s) {', '.join(sorted(opts - OPTIONS))} in '{name}'; valid: reference, "
+                  f"{', '.join(sorted(OPTIONS))}")
+        if needs_features and "cache" in opts:
+            _fail(f"--configs: method {method_name} needs teacher features; no cache in '{name}'")
+
+
 def prepare(name: str, args, device, images, targets, cache_dir: Path) -> Prepared:
     from .data.device_loader import DeviceTrainLoader
     from .data.sampler import EpochSampler
@@ -171,25 +204,15 @@ def prepare(name: str, args, device, images, targets, cache_dir: Path) -> Prepar
     from .engine.optim import build_optimizer
     from .engine.runtime import autocast
     from .engine.trainer import StudentStep, forward_outputs, optimizer_step, weights_fingerprint
-    from .methods import Batch, BuildContext, Progress, build_method
+    from .methods import Batch, BuildContext, Progress
     from .models import ModelOutput, create_model, run_model
     from omegaconf import OmegaConf
 
-    opts = set(name.split("+")) - {"reference"}
-    if opts - OPTIONS:
-        raise SystemExit(f"kdbench-bench: error: --configs: unknown option(s) {', '.join(sorted(opts - OPTIONS))} in "
-                         f"'{name}'; valid: reference, {', '.join(sorted(OPTIONS))}")
+    opts = set(name.split("+")) - {"reference"}  # checked by check_configs
     precision = _precision(name)
     memory_format = torch.channels_last if "cl" in opts else torch.contiguous_format
     torch.manual_seed(0)
-    from importlib.resources import files
-
-    source = files("kdbench.conf") / "method" / f"{args.method}.yaml"
-    if not source.is_file():
-        raise SystemExit(f"kdbench-bench: error: --method: no method config '{args.method}'")
-    method = build_method(OmegaConf.create(source.read_text()))
-    if set(method.needs_of("teacher")) - {"logits"} and "cache" in opts:
-        raise SystemExit(f"kdbench-bench: error: --configs: method {args.method} needs teacher features; no cache")
+    method = _method(args.method)
     student = create_model(args.student, args.classes).to(device=device, memory_format=memory_format)
     teacher = create_model(args.teacher, args.classes).eval().requires_grad_(False).to(device=device,
                                                                                     memory_format=memory_format)
@@ -336,13 +359,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = select_device(args.device)
     except ConfigError as e:
-        parser.exit(2, f"kdbench-bench: error: --device: {e}\n")
+        _fail(f"--device: {e}")
     for key in ("steps", "rounds", "batch_size"):
         if getattr(args, key) < 1:
-            parser.exit(2, f"kdbench-bench: error: --{key.replace('_', '-')}: must be >= 1, got {getattr(args, key)}\n")
+            _fail(f"--{key.replace('_', '-')}: must be >= 1, got {getattr(args, key)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     args.configs = args.configs or list(DEFAULT_CONFIGS["cuda" if device.type == "cuda" else "cpu"])
+    check_configs(args.configs, args.method)
     per_round = math.ceil(args.steps / args.rounds)
     images, targets = _synthetic((args.warmup + per_round * args.rounds + 2) * args.batch_size, args.classes)
     with tempfile.TemporaryDirectory() as cache_dir:

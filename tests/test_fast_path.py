@@ -150,12 +150,15 @@ def test_bench_times_every_configuration_against_the_reference(tmp_path, env):
 
 @pytest.mark.parametrize("args,message", [(["--configs", "device+warp"], "unknown option(s) warp"),
                                           (["--rounds", "0"], "--rounds: must be >= 1"),
-                                          (["--method", "nope"], "no method config 'nope'")])
+                                          (["--method", "nope"], "no method config 'nope'"),
+                                          (["--method", "fitnet", "--configs", "reference", "device+cache"],
+                                           "method fitnet needs teacher features; no cache in 'device+cache'")])
 def test_bench_refuses_bad_arguments(args, message, capsys):
     from kdbench.bench import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["--teacher", "resnet8", "--student", "resnet8", "--steps", "1", "--warmup", "0", "--batch-size", "2",
               "--workers", "0", *args])
-    assert exit_info.value.code not in (0, None)
-    assert message in capsys.readouterr().err + str(exit_info.value.code)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
