@@ -124,7 +124,7 @@ def validate(cfg: DictConfig, check_files: bool = True) -> None:
     from .engine.runtime import select_device
     from .data import check_data
     from .methods import METHODS, method_class, method_kwargs
-    from .models import resolve_model_name
+    from .models import check_pretrained, resolve_model_name
 
     check_schemas(cfg)
     method_kwargs(cfg.method)
@@ -132,14 +132,18 @@ def validate(cfg: DictConfig, check_files: bool = True) -> None:
     if check_files:
         check_data(cfg.dataset)
     image_size = int(cfg.dataset.image_size)
-    resolve_model_name(cfg.student.name, image_size)
-    if method_class(cfg.method).uses_teacher:
+    roles = ["student"] + (["teacher"] if method_class(cfg.method).uses_teacher else [])
+    for role in roles:  # a checkpoint wins over pretrained, for both
+        section = cfg[role]
         try:
-            resolve_model_name(cfg.teacher.name, image_size)
+            resolve_model_name(section.name, image_size)
         except ConfigError as e:
-            raise ConfigError(f"teacher.name: {e}") from None
-        if check_files and cfg.teacher.checkpoint and not Path(str(cfg.teacher.checkpoint)).expanduser().is_file():
-            raise ConfigError(f"teacher.checkpoint: no file at {cfg.teacher.checkpoint}")
+            raise ConfigError(f"{role}.name: {e}") from None
+        if section.checkpoint:
+            if check_files and not Path(str(section.checkpoint)).expanduser().is_file():
+                raise ConfigError(f"{role}.checkpoint: no file at {section.checkpoint}")
+        elif section.pretrained:
+            check_pretrained(section.name, image_size, role)
     if cfg.method.get("name") not in METHODS:
         raise ConfigError(f"method.name: unknown method '{cfg.method.get('name')}'; valid: {', '.join(sorted(METHODS))}")
     if check_files:

@@ -69,6 +69,14 @@ class TeacherSchema:
 
 
 @dataclass
+class StudentSchema:
+    name: str = "resnet8x4"
+    checkpoint: Optional[str] = None
+    pretrained: bool = False
+    base_lr: Optional[float] = None  # read by optim=cifar (lr 0.01 for MobileNetV2 / ShuffleNet students)
+
+
+@dataclass
 class DatasetSchema:
     name: str = "cifar100"
     root: Optional[str] = None
@@ -83,7 +91,7 @@ class DatasetSchema:
 
 
 SCHEMAS = {"trainer": TrainerSchema, "optim": OptimSchema, "logger": LoggerSchema, "teacher": TeacherSchema,
-           "dataset": DatasetSchema}
+           "student": StudentSchema, "dataset": DatasetSchema}
 OPEN = {"dataset"}  # groups whose files may add keys of their own
 
 # Each value list lives beside the code that acts on it; the preflight checks against the same lists.

@@ -35,7 +35,8 @@ def teacher_training_config(cfg: DictConfig) -> DictConfig:
     tcfg = copy.deepcopy(cfg)
     with open_dict(tcfg):
         tcfg.method = OmegaConf.create({"_target_": "kdbench.methods.ce.CE", "name": "ce"})
-        tcfg.student = OmegaConf.create({"name": cfg.teacher.name})
+        # store teachers start from scratch (a pretrained or checkpoint teacher never reaches the store)
+        tcfg.student = OmegaConf.create({"name": cfg.teacher.name, "checkpoint": None, "pretrained": False})
         tcfg.seed = int(cfg.teacher.seed)
         tcfg.trainer.epochs = int(cfg.teacher.train_epochs)
         if tcfg.optim.name == "dot":  # a teacher trains on its task loss alone: plain SGD, same settings
@@ -70,7 +71,8 @@ def provide_teacher(cfg: DictConfig, data, device):
     from ..data import build_loaders
 
     tcfg = cfg.teacher
-    model = create_model(tcfg.name, data.num_classes, image_size=data.image_size, pretrained=bool(tcfg.pretrained))
+    model = create_model(tcfg.name, data.num_classes, image_size=data.image_size,
+                         pretrained=bool(tcfg.pretrained) and not tcfg.checkpoint)  # a checkpoint wins
     measured = None
     if tcfg.checkpoint:
         source = str(Path(str(tcfg.checkpoint)).expanduser())

@@ -46,11 +46,30 @@ def resolve_model_name(name: str, image_size: int = 32) -> str:
     )
 
 
-def create_model(name: str, num_classes: int, image_size: int = 32, pretrained: bool = False, **kwargs) -> nn.Module:
-    """Build ``name`` with ``num_classes`` outputs; the resolved registry name is kept as ``model.kdbench_name``."""
+def check_pretrained(name: str, image_size: int = 32, role: str = "teacher") -> str:
+    """The resolved name, if timm hosts weights for it; ConfigError (naming ``<role>.pretrained``) for the zoo."""
     resolved = resolve_model_name(name, image_size)
-    if pretrained and resolved.startswith("cifar_"):
-        raise ConfigError(f"pretrained weights: none are hosted for CIFAR zoo model '{name}'; pass a checkpoint path")
-    model = timm.create_model(resolved, pretrained=pretrained, num_classes=num_classes, **kwargs)
+    if resolved.startswith("cifar_"):
+        raise ConfigError(f"{role}.pretrained: none are hosted for CIFAR zoo model '{name}'; "
+                          f"pass {role}.checkpoint=<file>")
+    return resolved
+
+
+def create_model(name: str, num_classes: int, image_size: int = 32, pretrained: bool = False, role: str = "teacher",
+                 **kwargs) -> nn.Module:
+    """Build ``name`` with ``num_classes`` outputs; the resolved registry name is kept as ``model.kdbench_name``.
+
+    With ``pretrained``, timm's weights load (a head for another number of classes is freshly initialised); a
+    download that fails (offline, no cached copy) is a ConfigError naming ``<role>.checkpoint`` as the way out.
+    """
+    resolved = check_pretrained(name, image_size, role) if pretrained else resolve_model_name(name, image_size)
+    try:
+        model = timm.create_model(resolved, pretrained=pretrained, num_classes=num_classes, **kwargs)
+    except OSError as e:  # network, huggingface_hub and urllib errors, a missing local cache: all OSError
+        if not pretrained:
+            raise
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else "no detail"
+        raise ConfigError(f"{role}.pretrained: cannot download timm weights for '{resolved}' ({type(e).__name__}: "
+                          f"{reason}); without network, load a local copy with {role}.checkpoint=<file>") from None
     model.kdbench_name = resolved
     return model
