@@ -1,4 +1,4 @@
-"""Collect kdbench ``result.json`` files and aggregate them into leaderboard rows.
+"""Group kdbench ``result.json`` records into leaderboard rows (means, baselines, published numbers).
 
 Pure standard library (no torch, no W&B) so that ``kdbench-table`` starts fast.
 """
@@ -13,10 +13,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-log = logging.getLogger(__name__)
+from .record import iter_records
 
-SCHEMA_VERSION = 1
-RESULT_NAME = "result.json"
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- finding
@@ -28,68 +27,15 @@ def find_results(paths: Iterable[str | os.PathLike]) -> list[dict]:
     Each returned record gets a ``_path`` key with the file it came from.
     """
     records: list[dict] = []
-    seen_files: set[Path] = set()
     seen_runs: dict[str, str] = {}
-    for path in map(Path, paths):
-        for file in _result_files(path):
-            if file.resolve() in seen_files:
-                continue
-            seen_files.add(file.resolve())
-            record = _load(file)
-            if record is None:
-                continue
-            run_id = record["run_id"]
-            if run_id in seen_runs:
-                log.warning("skipping %s: run %s already read from %s", file, run_id, seen_runs[run_id])
-                continue
-            seen_runs[run_id] = str(file)
-            records.append({**record, "_path": str(file)})
+    for file, record in iter_records(paths):
+        run_id = record["run_id"]
+        if run_id in seen_runs:
+            log.warning("skipping %s: run %s already read from %s", file, run_id, seen_runs[run_id])
+            continue
+        seen_runs[run_id] = str(file)
+        records.append({**record, "_path": str(file)})
     return records
-
-
-def _result_files(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        log.warning("skipping %s: no such file or directory", path)
-        return []
-    found = []
-    for root, dirs, files in os.walk(path):  # does not follow symlinked directories
-        dirs.sort()
-        if RESULT_NAME in files:
-            found.append(Path(root, RESULT_NAME))
-    return found
-
-
-def _load(file: Path) -> dict | None:
-    try:
-        with open(file, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError) as exc:  # ValueError covers JSONDecodeError and UnicodeDecodeError
-        log.warning("skipping %s: cannot read JSON (%s)", file, exc)
-        return None
-    problem = _schema_problem(data)
-    if problem:
-        log.warning("skipping %s: not a kdbench result (%s)", file, problem)
-        return None
-    return data
-
-
-def _schema_problem(data: Any) -> str | None:
-    if not isinstance(data, dict):
-        return "top level is not an object"
-    if data.get("schema") != SCHEMA_VERSION:
-        return f"schema is {data.get('schema')!r}, expected {SCHEMA_VERSION}"
-    if not isinstance(data.get("run_id"), str):
-        return "no run_id"
-    if data.get("status") not in ("completed", "failed"):
-        return f"unknown status {data.get('status')!r}"
-    for part in ("dataset", "student", "method"):
-        if not isinstance(data.get(part), dict) or not isinstance(data[part].get("name"), str):
-            return f"no {part}.name"
-    if data.get("teacher") is not None and not isinstance(data["teacher"].get("name"), str):
-        return "teacher without a name"
-    return None
 
 
 # ----------------------------------------------------------------------------- rows
@@ -184,8 +130,8 @@ def aggregate(records: Sequence[dict], methods: Iterable[str] | None = None) -> 
         if t is not None and (d, t) != head:
             ordered.append(_teacher_row(d, t, teacher_acc[(d, t)]))
             head = (d, t)
-        ordered += sorted(ce_rows.get((d, s), []), key=lambda r: _variant_order(r.hparams))
-        ordered += sorted(blocks[(d, t, s)], key=lambda r: (r.method, _variant_order(r.hparams)))
+        ordered += sorted(ce_rows.get((d, s), []), key=lambda r: variant_order(r.hparams))
+        ordered += sorted(blocks[(d, t, s)], key=lambda r: (r.method, variant_order(r.hparams)))
     return ordered
 
 
@@ -293,6 +239,16 @@ def published_method(row: Row) -> str | None:
     return name
 
 
+def variant_labels(members: Sequence[Row]) -> list[tuple[str, dict]]:
+    """For rows shown on one line key: (``k=v, ...``, {k: v}) of the settings (hyper-parameters, recipe) that
+    differ among them."""
+    settings = [{**r.method_hparams, **r.recipe} for r in members]
+    keys = list(dict.fromkeys(k for s in settings for k in s))
+    differing = [k for k in keys if len({_norm(s.get(k)) for s in settings}) > 1]
+    return [(", ".join(f"{k}={_show(s.get(k))}" for k in differing), {k: s.get(k) for k in differing})
+            for s in settings]
+
+
 def with_published(rows: Sequence[Row], references=None) -> list[Row]:
     """Rows with the published number of their setting attached (see :class:`Row`).
 
@@ -349,7 +305,8 @@ def _norm(v: Any) -> str:
     return json.dumps(float(v) if _num(v) else v, sort_keys=True)
 
 
-def _variant_order(hparams: dict) -> tuple:
+def variant_order(hparams: dict) -> tuple:
+    """Sort key of a variant's settings: numbers by value, then the others."""
     return tuple((0, float(v), "") if _num(v) else (1, 0.0, _norm(v)) for v in hparams.values())
 
 

@@ -16,9 +16,9 @@ class LeaderboardCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from rich.console import Console
 
+        from ..io import write_text
         from .aggregate import aggregate, failed_runs, find_results, with_published
-        from .table import failed_markdown, render_rich, to_csv, to_markdown
-        from ..io import atomic_write
+        from .render import failed_markdown, render_rich, to_csv, to_markdown
 
         sweep_dir = Path(config.hydra.sweep.dir)
         records = find_results([sweep_dir])
@@ -31,6 +31,6 @@ class LeaderboardCallback(Callback):
         if failed:
             Console().print(failed, highlight=False, markup=False)
         markdown = to_markdown(rows) + failed
-        atomic_write(sweep_dir / "leaderboard.md", lambda f: f.write(markdown))
+        write_text(sweep_dir / "leaderboard.md", markdown)
         to_csv(rows, sweep_dir / "leaderboard.csv")
         log.info("leaderboard: %s", sweep_dir / "leaderboard.md")
