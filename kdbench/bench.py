@@ -117,6 +117,16 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+class _FirstRows:
+    """A logit cache built over the first rows only, looked up for any sample index (modulo its rows)."""
+
+    def __init__(self, cache):
+        self.cache, self.directory = cache, cache.directory
+
+    def lookup(self, index, views):
+        return self.cache.lookup(index % self.cache.table.shape[0], views)
+
+
 @dataclass
 class Prepared:
     """One configuration, built and ready: ``step()`` runs one training step; ``begin_round()`` is called
@@ -185,27 +195,32 @@ def _method(name: str):
 
 
 def check_configs(names: list[str], method_name: str) -> None:
-    """Every configuration name, before anything is built: known options, and no cache for a method that
-    needs teacher features."""
-    needs_features = bool(set(_method(method_name).needs_of("teacher")) - {"logits"})
+    """Every configuration name, before anything is built: known options, and the cache only where the trainer
+    would use it (the same rule: a method whose teacher gives logits alone, on unchanged batches; device data)."""
+    from .engine.logit_cache import method_refusals
+
+    refusals = method_refusals(_method(method_name))
     for name in names:
         opts = set(name.split("+")) - {"reference"}
         if opts - OPTIONS:
             _fail(f"--configs: unknown option(s) {', '.join(sorted(opts - OPTIONS))} in '{name}'; valid: reference, "
                   f"{', '.join(sorted(OPTIONS))}")
-        if needs_features and "cache" in opts:
-            _fail(f"--configs: method {method_name} needs teacher features; no cache in '{name}'")
+        if "cache" in opts and refusals:
+            _fail(f"--configs: no cache for method {method_name} in '{name}': {'; '.join(refusals)}")
+        if "cache" in opts and "device" not in opts:
+            _fail(f"--configs: the cache needs the device loader's view ids; use 'device+...+cache' in '{name}'")
 
 
 def prepare(name: str, args, device, images, targets, cache_dir: Path) -> Prepared:
     from .data.device_loader import DeviceTrainLoader
     from .data.sampler import EpochSampler
     from .engine.logit_cache import TeacherLogitCache
-    from .engine.optim import build_optimizer
-    from .engine.runtime import autocast
-    from .engine.trainer import StudentStep, forward_outputs, optimizer_step, weights_fingerprint
-    from .methods import Batch, BuildContext, Progress
-    from .models import ModelOutput, create_model, run_model
+    from .data.batch import DeviceBatches
+    from .engine.build import size_method, weights_fingerprint
+    from .engine.optim import build_optimizer, strategy_of
+    from .engine.step import TrainStep
+    from .methods import BuildContext, Progress
+    from .models import create_model
     from omegaconf import OmegaConf
 
     opts = set(name.split("+")) - {"reference"}  # checked by check_configs
@@ -241,17 +256,17 @@ def prepare(name: str, args, device, images, targets, cache_dir: Path) -> Prepar
     context = BuildContext(num_classes=args.classes, train_targets=torch.as_tensor(targets), device=device,
                            teacher=teacher, teacher_fingerprint=fingerprint, cache_dir=cache_dir,
                            plain_train_batches=lambda: iter(()))
-    with torch.no_grad():
-        method.build(run_model(student, probe, method.needs), run_model(teacher, probe, method.needs_of("teacher")),
-                     context)
-    method.to(device)
+    size_method(method, student, teacher, probe, context)
     flops = step_flops(teacher, student, method, args.batch_size, device, online_teacher=cache is None)
-    optimizer = build_optimizer(OmegaConf.create({"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
-                                                  "nesterov": False}), list(student.parameters()) + list(method.parameters()))
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    compiled = "compile" in opts
-    step_module = StudentStep(student, method, torch.compile(student) if compiled else None)
-    teacher_fwd = torch.compile(teacher) if compiled else teacher
+    optim_cfg = OmegaConf.create({"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False})
+    optimizer = build_optimizer(optim_cfg, list(student.parameters()) + list(method.parameters()))
+    # the trainer's own step: the cache (when timed) holds the first --cache-images rows; other samples look up one
+    # of those (a lookup costs the same whichever row it reads)
+    train_step = TrainStep(student, method, optimizer, strategy_of(optim_cfg), device, teacher=teacher,
+                           logit_cache=cache and _FirstRows(cache), precision=precision, compile="compile" in opts)
+    train_step.train()
+    if sampler is None:
+        loader = DeviceBatches(loader, device, channels_last="cl" in opts)
     state = {"epoch": 0, "iterator": iter(()), "pending": None, "step": 0}
 
     def next_batch():
@@ -275,23 +290,10 @@ def prepare(name: str, args, device, images, targets, cache_dir: Path) -> Prepar
             state["pending"] = next_batch()
 
     def step() -> int:
-        item = next_batch()
-        images_b, targets_b, index = item[0], item[1], item[2]
-        batch = Batch(images_b.to(device, non_blocking=True).contiguous(memory_format=memory_format),
-                      targets_b.to(device, non_blocking=True), index.to(device, non_blocking=True))
-        progress = Progress(epoch=1, epochs=240, step=state["step"], steps_per_epoch=782)
+        batch = next_batch()
+        train_step(batch, Progress(epoch=1, epochs=240, step=state["step"], steps_per_epoch=782))
         state["step"] += 1
-        with autocast(precision, device):
-            if cache is not None:
-                # the timed cache holds the first --cache-images rows; other samples look up one of those (a
-                # lookup costs the same whichever row it reads)
-                t_out = ModelOutput(logits=cache.lookup(batch.index % cache.table.shape[0], item[3]))
-            else:
-                with torch.no_grad():
-                    t_out = forward_outputs(teacher_fwd, batch, method, role="teacher")
-            terms = step_module(batch, t_out, progress)
-        optimizer_step(optimizer, scaler, terms, method.task_terms)
-        return len(targets_b)
+        return len(batch)
 
     return Prepared(name, precision, step, begin_round, flops, cache_build_s)
 

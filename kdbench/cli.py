@@ -147,7 +147,7 @@ def validate(cfg: DictConfig, check_files: bool = True) -> None:
     if cfg.method.get("name") not in METHODS:
         raise ConfigError(f"method.name: unknown method '{cfg.method.get('name')}'; valid: {', '.join(sorted(METHODS))}")
     if check_files:
-        from .engine.trainer import check_resume_source
+        from .engine.state import check_resume_source
 
         check_resume_source(cfg)
 
@@ -176,7 +176,8 @@ def _record_failure_before_training(cfg: DictConfig, run_dir: Path, reason: str)
 def run(cfg: DictConfig) -> dict | None:
     """The Hydra task: one job = one training run in Hydra's output directory (shared by all ranks of a
     data-parallel job; rank 0 writes in it)."""
-    from .engine import distributed, preemption
+    from . import distributed
+    from .engine import preemption
     from .engine.runtime import select_device
     from .engine.teacher import provide_teacher
     from .engine.trainer import CHECKPOINT_DIR, LAST, TrainingFailed, train

@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ValidationError, ConfigKeyError
 
 from .data.base import AUGMENTATIONS
-from .engine.optim import OPTIMIZERS, SCHEDULES
+from .engine.optim import OPTIMIZERS, SCHEDULES, strategy_of
 from .engine.runtime import PRECISIONS
 from .engine.tracking import MODES
 from .errors import ConfigError
@@ -97,7 +97,7 @@ OPEN = {"dataset"}  # groups whose files may add keys of their own
 # Each value list lives beside the code that acts on it; the preflight checks against the same lists.
 CHOICES = {
     "trainer.precision": PRECISIONS,
-    "optim.name": OPTIMIZERS,
+    "optim.name": tuple(OPTIMIZERS),
     "trainer.loader": ("auto", "device", "torch"),
     "trainer.teacher_cache": ("auto", "on", "off"),
     "optim.schedule": SCHEDULES,
@@ -130,8 +130,7 @@ def check_schemas(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.batch_size: must be >= 1, got {cfg.trainer.batch_size}")
     if float(cfg.optim.lr) <= 0:
         raise ConfigError(f"optim.lr: must be > 0, got {cfg.optim.lr}")
-    if cfg.optim.name == "dot" and cfg.trainer.precision == "fp16":
-        raise ConfigError("optim.name: dot steps task and distillation gradients apart, which a fp16 grad scaler "
-                          "cannot; valid with dot: trainer.precision=fp32 or bf16")
+    if reason := strategy_of(cfg.optim).refusal(str(cfg.optim.name), str(cfg.trainer.precision)):
+        raise ConfigError(reason)
     if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
         raise ConfigError(f"seed: expected an integer, got {cfg.get('seed')!r}")

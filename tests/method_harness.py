@@ -1,8 +1,9 @@
 """Run one method on a real teacher/student pair the way the engine does, without the CLI.
 
-``one_step`` builds the models from the zoo, sizes the method from a probe forward (as the trainer does), runs
-``prepare`` -> student/teacher forward (views included) -> method -> backward, and returns everything a
-gradient test needs. ``method_from_config`` builds a method from its shipped conf/method/<name>.yaml, so a
+``one_step`` builds the models from the zoo, sizes the method from a probe forward (the engine's own
+``size_method``) and runs the engine's training step (``TrainStep``: ``prepare`` -> student/teacher forward,
+views included -> method -> backward) with an optimiser that leaves the weights as they are (SGD, lr 0), so it
+returns everything a gradient test needs. ``method_from_config`` builds a method from its shipped conf/method/<name>.yaml, so a
 test also checks the published defaults.
 """
 
@@ -14,9 +15,11 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from kdbench.engine.trainer import forward_outputs, weights_fingerprint
+from kdbench.engine.build import size_method, weights_fingerprint
+from kdbench.engine.optim import OPTIMIZERS
+from kdbench.engine.step import TrainStep
 from kdbench.methods import Batch, BuildContext, Method, Progress, build_method
-from kdbench.models import create_model, run_model
+from kdbench.models import create_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -59,26 +62,11 @@ def one_step(method: Method, cache_dir: Path, teacher: str = "resnet8x4", studen
         t_model = create_model(teacher, num_classes, image_size=image_size).eval().requires_grad_(False)
     images = torch.randn(train_size, 3, image_size, image_size)
     targets = torch.arange(train_size) % num_classes
-    with torch.no_grad():
-        s_model.eval()
-        s_probe = run_model(s_model, images[:2], method.needs)
-        t_probe = run_model(t_model, images[:2], method.needs_of("teacher")) if t_model is not None else None
-        s_model.train()
-    method.build(s_probe, t_probe, make_context(t_model, num_classes, images, targets, cache_dir))
-    method.train()
+    size_method(method, s_model, t_model, images[:2], make_context(t_model, num_classes, images, targets, cache_dir))
     idx = torch.arange(batch_size)
     views = {name: images[idx].flip(-1) for name in method.views}
-    batch = Batch(images[idx], targets[idx], idx, views)
     progress = Progress(epoch=epoch, epochs=epochs, step=(epoch - 1) * 4, steps_per_epoch=4)
-    batch = method.prepare(batch, progress)
-    s_out = forward_outputs(s_model, batch, method)
-    t_out = None
-    if t_model is not None:
-        with torch.no_grad():
-            t_out = forward_outputs(t_model, batch, method, role="teacher")
-    terms = method(s_out, t_out, batch, progress)
-    loss = sum(terms.values())
-    loss.backward()
+    loss, terms = run_step(method, s_model, t_model, Batch(images[idx], targets[idx], idx, views), progress)
     return StepResult(method, s_model, t_model, terms, loss)
 
 
@@ -93,3 +81,14 @@ def assert_gradients_flow(result: StepResult) -> None:
     if result.teacher is not None:
         for name, p in result.teacher.named_parameters():
             assert p.grad is None and not p.requires_grad, f"teacher parameter {name} was given a gradient"
+
+
+def run_step(method: Method, student, teacher, batch: Batch, progress: Progress, train: bool = True):
+    """``(loss, terms)`` of one engine training step whose update changes nothing (SGD, lr 0, no momentum or
+    decay); the gradients stay on the parameters. ``train=False`` keeps the student and method in eval mode."""
+    params = list(student.parameters()) + list(method.parameters())
+    optimizer = torch.optim.SGD(params, lr=0.0)
+    step = TrainStep(student, method, optimizer, OPTIMIZERS["sgd"], torch.device("cpu"), teacher=teacher)
+    if train:
+        step.train()
+    return step(batch, progress)

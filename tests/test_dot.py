@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kdbench.engine.dot import DOT
-from kdbench.engine.trainer import optimizer_step
+from kdbench.engine.optim import OPTIMIZERS
 from kdbench.errors import ConfigError
 
 
@@ -39,7 +39,7 @@ def test_dot_matches_mdistiller_reference():
     g = torch.Generator().manual_seed(1)
     for _ in range(4):
         task, kd = _losses(params, torch.randn(5, 4, generator=g))
-        optimizer_step(opt, None, {"ce": task, "kd": kd}, {"ce"})
+        OPTIMIZERS["dot"].step(opt, None, {"ce": task, "kd": kd}, {"ce"})
     for p, want in zip(params, expected):
         torch.testing.assert_close(p.detach().flatten()[:4], torch.tensor(want), rtol=0, atol=1e-6)
 
@@ -64,5 +64,5 @@ def test_dot_needs_task_and_distillation_terms():
     params = _params()
     opt = DOT(params, lr=0.1)
     task, _ = _losses(params, torch.randn(5, 4))
-    with pytest.raises(ConfigError, match="dot needs task and distillation terms"):
-        optimizer_step(opt, None, {"ce": task}, {"ce"})
+    with pytest.raises(ConfigError, match="needs task and distillation terms"):
+        OPTIMIZERS["dot"].step(opt, None, {"ce": task}, {"ce"})

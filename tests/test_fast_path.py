@@ -14,10 +14,13 @@ from conftest import FAST, REPO, read_result, run_cli, write_cifar100
 from kdbench.data import build_data
 from kdbench.data.augment import NUM_VIEWS, apply_view
 from kdbench.data.base import IndexedDataset, build_transforms
+from kdbench.data.augment import view_ids
+from kdbench.data.batch import DeviceBatches
 from kdbench.data.device_loader import DeviceTrainLoader, uint8_images
+from kdbench.data.sampler import epoch_seed
 from kdbench.data.sampler import EpochSampler
 from kdbench.engine.logit_cache import DATA, META, TeacherLogitCache
-from kdbench.engine.trainer import weights_fingerprint
+from kdbench.engine.build import weights_fingerprint
 from kdbench.models import create_model
 
 
@@ -34,17 +37,19 @@ def test_device_loader_gives_the_dataloader_batches(small_cifar, world, start):
     cfg, data = small_cifar
     for rank in range(world):
         a, b = EpochSampler(24, seed=9, rank=rank, world=world), EpochSampler(24, seed=9, rank=rank, world=world)
-        torch_path = torch.utils.data.DataLoader(
-            IndexedDataset(data.train, build_transforms("cifar", 32, cfg.mean, cfg.std, True)), batch_size=8, sampler=a)
+        torch_path = DeviceBatches(torch.utils.data.DataLoader(
+            IndexedDataset(data.train, build_transforms("cifar", 32, cfg.mean, cfg.std, True)), batch_size=8, sampler=a),
+            torch.device("cpu"), view_ids_of=lambda index: torch.from_numpy(view_ids(epoch_seed(9, a.epoch), index.numpy())))
         device_path = DeviceTrainLoader(data.train, b, 8, "cifar", cfg.mean, cfg.std, torch.device("cpu"))
         for epoch in (1, 2):
             a.set_epoch(epoch, start=start)
             b.set_epoch(epoch, start=start)
             pairs = list(zip(torch_path, device_path))
             assert len(pairs) == len(device_path) > 0
-            for (x, y, i), (dx, dy, di, views) in pairs:
-                assert torch.equal(i, di) and torch.equal(y, dy)
-                torch.testing.assert_close(x, dx, rtol=0, atol=1e-6)
+            for t, d in pairs:  # the same Batch from both: samples, labels, pixels and reference view ids
+                assert torch.equal(t.index, d.index) and torch.equal(t.targets, d.targets)
+                assert torch.equal(t.view_ids, d.view_ids)
+                torch.testing.assert_close(t.images, d.images, rtol=0, atol=1e-6)
 
 
 def _cache(tmp_path, data, cfg, teacher):
@@ -152,7 +157,11 @@ def test_bench_times_every_configuration_against_the_reference(tmp_path, env):
                                           (["--rounds", "0"], "--rounds: must be >= 1"),
                                           (["--method", "nope"], "no method config 'nope'"),
                                           (["--method", "fitnet", "--configs", "reference", "device+cache"],
-                                           "method fitnet needs teacher features; no cache in 'device+cache'")])
+                                           "no cache for method fitnet in 'device+cache': the method needs more"),
+                                          # the trainer's rule: mixup rewrites the batch, so no cache
+                                          (["--method", "mixkd", "--configs", "device+cache"],
+                                           "no cache for method mixkd in 'device+cache': the method changes"),
+                                          (["--configs", "cache"], "the cache needs the device loader")])
 def test_bench_refuses_bad_arguments(args, message, capsys):
     from kdbench.bench import main
 

@@ -17,11 +17,11 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from conftest import REPO, run_cli
-from method_harness import make_context
+from method_harness import make_context, run_step
 
 from kdbench.cli import validate
 from kdbench.data import build_data, build_transforms, check_data
-from kdbench.engine.trainer import forward_outputs
+from kdbench.engine.build import size_method
 from kdbench.errors import ConfigError
 from kdbench.methods import Batch, Progress, build_method
 from kdbench.models import create_model, run_model
@@ -179,21 +179,10 @@ def run_method(cfg, cache_dir: Path) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     images = torch.randn(2, 3, size, size, generator=gen)
     targets = torch.tensor([3, 7])
-    with torch.no_grad():
-        s_probe = run_model(student, images, method.needs)
-        t_probe = run_model(teacher, images, method.needs_of("teacher")) if teacher is not None else None
-    method.build(s_probe, t_probe, make_context(teacher, 100, images, targets, cache_dir))
-    batch = method.prepare(Batch(images, targets, torch.arange(2), {n: images.flip(-1) for n in method.views}),
-                           Progress(epoch=30, epochs=int(cfg.trainer.epochs), step=100, steps_per_epoch=4))
-    student.zero_grad()
-    s_out = forward_outputs(student, batch, method)
-    t_out = None
-    if teacher is not None:
-        with torch.no_grad():
-            t_out = forward_outputs(teacher, batch, method, role="teacher")
-    terms = method(s_out, t_out, batch, Progress(epoch=30, epochs=int(cfg.trainer.epochs), step=100, steps_per_epoch=4))
-    loss = sum(terms.values())
-    loss.backward()
+    size_method(method, student, teacher, images, make_context(teacher, 100, images, targets, cache_dir))
+    batch = Batch(images, targets, torch.arange(2), {n: images.flip(-1) for n in method.views})
+    loss, terms = run_step(method, student, teacher, batch,
+                           Progress(epoch=30, epochs=int(cfg.trainer.epochs), step=100, steps_per_epoch=4), train=False)
     assert torch.isfinite(loss), terms
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
     return terms

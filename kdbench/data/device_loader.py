@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from .augment import PAD, crop_flip_batch, view_ids
 from .base import DataBundle
+from .batch import Batch
 from .sampler import EpochSampler, ShardSampler, epoch_seed
 
 DEVICE_AUGMENTATIONS = ("cifar", "none")
@@ -56,7 +57,7 @@ class _DeviceImages:
 
 
 class DeviceTrainLoader:
-    """Yields (images, targets, index, views) on the device; ``views`` are the reference view ids (0..161).
+    """Yields :class:`Batch` on the device, with each image's reference view id (0..161) in ``view_ids``.
 
     Iteration follows ``sampler`` (call ``sampler.set_epoch`` before each epoch, as with a DataLoader).
     """
@@ -81,11 +82,11 @@ class DeviceTrainLoader:
             raw = self.data.images[index]
             if self.augment == "cifar":
                 raw = crop_flip_batch(raw, view)
-            yield self.data.normalise(raw), self.data.targets[index], index, view
+            yield Batch(self.data.normalise(raw), self.data.targets[index], index, view_ids=view)
 
 
 class DeviceTestLoader:
-    """Evaluation batches (this rank's shard, no augmentation) as (images, targets, index)."""
+    """Evaluation batches (this rank's shard, no augmentation) as :class:`Batch`."""
 
     def __init__(self, dataset, batch_size: int, mean, std, device, rank: int = 0, world: int = 1,
                  channels_last: bool = False):
@@ -99,4 +100,4 @@ class DeviceTestLoader:
     def __iter__(self):
         for start in range(0, len(self.index), self.batch_size):
             index = self.index[start:start + self.batch_size]
-            yield self.data.normalise(self.data.images[index]), self.data.targets[index], index
+            yield Batch(self.data.normalise(self.data.images[index]), self.data.targets[index], index)

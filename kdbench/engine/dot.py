@@ -14,7 +14,8 @@ one of the two losses uses (m_task + m_kd) / 2 for its buffer, and takes weight 
 gradient, so a distillation-only parameter gets no weight decay on its first step) follow mdistiller's
 engine/dot.py exactly.
 
-Protocol (the engine drives it for any method that returns task and distillation terms):
+Protocol (``engine.optim.SeparateDistillationStrategy`` drives it for any method that returns task and
+distillation terms):
 ``zero_grad(); distill.backward(retain_graph=True); stash_distillation_grads(); zero_grad(); task.backward();
 step()``.
 """
@@ -26,8 +27,6 @@ from torch.optim import Optimizer
 
 
 class DOT(Optimizer):
-    separates_distillation = True
-
     def __init__(self, params, lr: float, momentum: float = 0.9, delta: float = 0.075, weight_decay: float = 0.0):
         if not 0.0 <= delta <= momentum:
             raise ValueError(f"delta must be in [0, momentum], got {delta}")

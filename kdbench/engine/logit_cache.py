@@ -138,3 +138,54 @@ class TeacherLogitCache:
         write_json(directory / META, {"format": FORMAT, "key": key, "shape": list(shape),
                                       "digest": _file_digest(directory / DATA),
                                       "build_time_s": round(time.perf_counter() - t0, 2)})
+
+
+def method_refusals(method) -> list[str]:
+    """Why a method cannot take its teacher's logits from the cache (none: it can)."""
+    from ..methods import Method
+
+    reasons = []
+    if set(method.needs_of("teacher")) - {"logits"} or method.teacher_batch_stats:
+        reasons.append("the method needs more of the teacher than its logits")
+    if method.views or type(method).prepare is not Method.prepare:
+        reasons.append("the method changes or adds to the batch")
+    return reasons
+
+
+def cache_refusals(cfg, data, method) -> list[str]:
+    """Why a run cannot use the teacher-logit cache (none: it can). Known before the teacher is obtained."""
+    from ..data.device_loader import uint8_images
+
+    reasons = method_refusals(method)
+    if str(cfg.dataset.augment) not in ("cifar",):
+        reasons.append(f"augmentation '{cfg.dataset.augment}' is not the 162-view reference one")
+    if uint8_images(data.train) is None:
+        reasons.append(f"dataset {data.name} is not held in memory as uint8 images")
+    return reasons
+
+
+def check_cache_request(cfg, refusals: list[str]) -> None:
+    """``trainer.teacher_cache=on`` where the cache cannot serve: refused before any teacher work."""
+    from ..errors import ConfigError
+
+    if refusals and str(cfg.trainer.teacher_cache) == "on":
+        raise ConfigError(f"trainer.teacher_cache: cannot be used here: {'; '.join(refusals)}; valid here: off, auto")
+
+
+def cache_for_run(cfg, data, teacher, fingerprint: str | None, refusals: list[str], device, epochs: int,
+                  channels_last: bool) -> TeacherLogitCache | None:
+    """The teacher-logit cache when the run can use it (no ``refusals``), per ``trainer.teacher_cache``: ``on``;
+    ``auto`` = when it exists already or the run has >= 162 epochs (building costs 162 teacher passes over the
+    data, more than a shorter run's own); ``off``."""
+    from ..data.device_loader import uint8_images
+
+    wanted = str(cfg.trainer.teacher_cache)
+    if teacher is None or wanted == "off" or refusals:
+        return None
+    root = Path(str(cfg.store)).expanduser() / "cache"
+    images, targets = uint8_images(data.train)
+    if wanted == "auto" and epochs < NUM_VIEWS and not TeacherLogitCache.exists(root, fingerprint, images, targets,
+                                                                               cfg.dataset.mean, cfg.dataset.std):
+        return None
+    return TeacherLogitCache.open(root, teacher, fingerprint, images, targets, cfg.dataset.mean, cfg.dataset.std,
+                                  data.num_classes, device, channels_last=channels_last)

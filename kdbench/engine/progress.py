@@ -56,7 +56,7 @@ class EpochProgress:
             fields["info"] = "  ".join(f"{k} {v:.4f}" for k, v in losses.items())
         self._progress.update(self._task, completed=(self._epoch - 1) * self.steps + step_in_epoch, **fields)
 
-    def end_epoch(self, entry: dict) -> None:
+    def end_epoch(self, entry: dict, headline: str) -> None:
+        """``headline``: the evaluation's primary metric, as the bar shows it (``top1 71.20``)."""
         if self._progress is not None:
-            self._progress.update(self._task, speed=f"{entry['images_per_s']:,.0f} img/s",
-                                  info=f"top1 {entry['top1']:.2f}")
+            self._progress.update(self._task, speed=f"{entry['images_per_s']:,.0f} img/s", info=headline)

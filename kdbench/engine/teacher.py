@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ..errors import ConfigError
 from ..io import save_torch, write_json
 from ..models import create_model, load_checkpoint
+from .optim import strategy_of
 
 log = logging.getLogger("kdbench")
 
@@ -39,8 +40,8 @@ def teacher_training_config(cfg: DictConfig) -> DictConfig:
         tcfg.student = OmegaConf.create({"name": cfg.teacher.name, "checkpoint": None, "pretrained": False})
         tcfg.seed = int(cfg.teacher.seed)
         tcfg.trainer.epochs = int(cfg.teacher.train_epochs)
-        if tcfg.optim.name == "dot":  # a teacher trains on its task loss alone: plain SGD, same settings
-            tcfg.optim.name = "sgd"
+        if task_only := strategy_of(tcfg.optim).task_only:  # a teacher trains on its task loss alone
+            tcfg.optim.name = task_only
         tcfg.resume = True  # a teacher run killed half-way continues where it stopped
         tcfg.logger.mode = "disabled"
     return tcfg
@@ -67,8 +68,9 @@ def _train_into_store(cfg: DictConfig, directory: Path, dataset_name: str) -> No
 
 def provide_teacher(cfg: DictConfig, data, device):
     """(teacher, info) for the run: frozen, eval mode, no grad, on ``device``; info goes into result.json."""
-    from .trainer import evaluate
+    from ..data.batch import DeviceBatches
     from ..data import build_loaders
+    from ..tasks import task_of
 
     tcfg = cfg.teacher
     model = create_model(tcfg.name, data.num_classes, image_size=data.image_size,
@@ -93,7 +95,9 @@ def provide_teacher(cfg: DictConfig, data, device):
     if measured is None:
         _, test_loader = build_loaders(data, cfg.dataset, int(cfg.trainer.batch_size), int(cfg.trainer.eval_batch_size),
                                        pin_memory=device.type == "cuda", generator=torch.Generator())
-        measured = evaluate(model, test_loader, device, str(cfg.trainer.precision), data.num_classes)
+        scores = task_of(cfg.dataset).evaluate(model, DeviceBatches(test_loader, device), device,
+                                               str(cfg.trainer.precision), data.num_classes)
+        measured = (scores["top1"], scores["top5"])
     info = {"name": str(tcfg.name), "resolved": model.kdbench_name, "checkpoint": source,
             "params": sum(p.numel() for p in model.parameters()), "top1": measured[0], "top5": measured[1]}
     log.info("teacher %s (%s): top1 %.2f top5 %.2f", tcfg.name, source, measured[0], measured[1])

@@ -17,7 +17,9 @@ MODES = ("online", "offline", "disabled")
 
 
 class Tracker:
-    def __init__(self, cfg, run_dir: Path, config: dict, run_id: str | None = None, default_name: str | None = None):
+    def __init__(self, cfg, run_dir: Path, config: dict, run_id: str | None = None, default_name: str | None = None,
+                 metrics: tuple = ()):
+        """``metrics``: the task's metrics (``name``, ``higher_is_better``), summarised as their best value."""
         self.run = None
         mode = str(cfg.mode)
         if mode not in MODES:
@@ -31,8 +33,8 @@ class Tracker:
             name=cfg.name or default_name, config=config, dir=str(run_dir), id=run_id, resume="allow" if run_id else None,
             settings=wandb.Settings(console="off", silent=True, x_disable_stats=True, save_code=False),
         )
-        for metric in ("val/top1", "val/top5"):
-            self.run.define_metric(metric, summary="max")
+        for metric in metrics:
+            self.run.define_metric(f"val/{metric.name}", summary="max" if metric.higher_is_better else "min")
 
     @property
     def run_id(self) -> str | None:

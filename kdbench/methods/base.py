@@ -23,22 +23,15 @@ buffers registered on the method (memory banks, adaptive state) are saved and re
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ClassVar, Iterable
 
 import torch
 import torch.nn as nn
 
+from ..data.batch import Batch  # noqa: F401  (what forward receives)
 from ..models.outputs import ModelOutput
-
-
-@dataclass
-class Batch:
-    images: torch.Tensor
-    targets: torch.Tensor
-    index: torch.Tensor
-    views: dict[str, torch.Tensor] = field(default_factory=dict)  # extra augmented views, by name
 
 
 @dataclass

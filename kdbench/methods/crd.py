@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.sampling import OtherClassSampler
-from ..engine.distributed import all_gather_rows, all_reduce_sum
+from ..distributed import all_gather_rows, all_reduce_sum
 from ..losses import crd_loss, kd_loss
 from .base import Method, register_method
 

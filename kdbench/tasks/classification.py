@@ -1,0 +1,64 @@
+"""Image classification: batches of images with integer labels, top-1 / top-5 accuracy (torchmetrics)."""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics.classification import MulticlassAccuracy
+
+from ..data import build_loaders
+from ..data.augment import view_ids
+from ..data.batch import DeviceBatches
+from ..data.device_loader import DeviceTestLoader, DeviceTrainLoader, device_loadable
+from ..data.sampler import EpochSampler, ShardSampler, epoch_seed
+from ..errors import ConfigError
+from ..engine.runtime import autocast
+from .base import Metric, Task
+
+
+class ClassificationTask(Task):
+    name = "classification"
+    metrics = (Metric("top1", "top-1"), Metric("top5", "top-5"))
+
+    def loaders(self, cfg, data, world, batch_per_rank, device, views, channels_last):
+        """The device loader (dataset resident on the device, batched augmentation) when the data and the
+        augmentation allow it and ``trainer.loader`` agrees, else torch's DataLoader; both yield the same
+        :class:`Batch` on the device, and the same samples and views (order and augmentation seeded by
+        run seed, epoch and sample)."""
+        dcfg = cfg.dataset
+        sampler = EpochSampler(len(data.train), int(cfg.seed), shuffle=True, rank=world.rank, world=world.size)
+        wanted = str(cfg.trainer.loader)
+        reason = device_loadable(data, str(dcfg.augment)) or ("the method asks for extra views" if views else None)
+        if wanted == "device" and reason:
+            raise ConfigError(f"trainer.loader: device loader unavailable: {reason}; valid here: torch, auto")
+        eval_batch = int(cfg.trainer.eval_batch_size)
+        if wanted in ("device", "auto") and not reason:
+            train = DeviceTrainLoader(data.train, sampler, batch_per_rank, str(dcfg.augment), dcfg.mean, dcfg.std,
+                                      device, channels_last)
+            test = DeviceTestLoader(data.test, eval_batch, dcfg.mean, dcfg.std, device, world.rank, world.size,
+                                    channels_last)
+            return train, sampler, test, "device"
+        train, test = build_loaders(
+            data, dcfg, batch_per_rank, eval_batch, pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(0), views=views, train_sampler=sampler,
+            test_sampler=ShardSampler(len(data.test), world.rank, world.size))
+        views_of = None
+        if str(dcfg.augment) == "cifar":  # the reference views, for the teacher-logit cache
+            views_of = lambda index: torch.from_numpy(view_ids(epoch_seed(sampler.seed, sampler.epoch), index.numpy()))
+        return (DeviceBatches(train, device, channels_last, views_of), sampler,
+                DeviceBatches(test, device, channels_last), "torch")
+
+    @torch.inference_mode()
+    def evaluate(self, model, loader, device, precision, num_classes, sharded=False):
+        """Top-1 / top-5 accuracy in percent, accumulated on the device with torchmetrics."""
+        was_training = model.training
+        model.eval()
+        kw = dict(num_classes=num_classes, average="micro", sync_on_compute=sharded)
+        top1 = MulticlassAccuracy(top_k=1, **kw).to(device)
+        top5 = MulticlassAccuracy(top_k=min(5, num_classes), **kw).to(device)
+        for batch in loader:
+            with autocast(precision, device):
+                logits = model(batch.images)
+            top1.update(logits.float(), batch.targets)
+            top5.update(logits.float(), batch.targets)
+        model.train(was_training)
+        return {"top1": round(100.0 * top1.compute().item(), 4), "top5": round(100.0 * top5.compute().item(), 4)}
