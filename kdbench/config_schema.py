@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ValidationError, ConfigKeyError
@@ -23,11 +23,13 @@ class TrainerSchema:
     device: str = "auto"
     precision: str = "fp32"
     deterministic: bool = False
-    channels_last: bool = False
+    channels_last: Any = "auto"  # true | false | auto (checked in CHOICES)
     compile: bool = False
     loader: str = "auto"
     teacher_cache: str = "auto"
     max_steps_per_epoch: Optional[int] = None
+    iterations: Optional[int] = None  # iteration-based schedule instead of epochs
+    eval_every: Optional[int] = None  # evaluate every N iterations (iteration-based runs)
     log_every_n_steps: int = 50
     progress: bool = True
     num_threads: Optional[int] = None
@@ -44,6 +46,8 @@ class OptimSchema:
     milestones: List[int] = field(default_factory=lambda: [150, 180, 210])
     gamma: float = 0.1
     warmup_epochs: int = 0
+    warmup_iters: int = 0  # iteration-based runs: linear warm-up over this many iterations
+    warmup_factor: float = 0.001  # ... from this fraction of lr (Detectron2's default)
     betas: Optional[List[float]] = None
     delta: float = 0.075  # DOT: task momentum = momentum - delta, distillation momentum = momentum + delta
 
@@ -99,6 +103,7 @@ CHOICES = {
     "trainer.precision": PRECISIONS,
     "optim.name": tuple(OPTIMIZERS),
     "trainer.loader": ("auto", "device", "torch"),
+    "trainer.channels_last": (True, False, "auto"),
     "trainer.teacher_cache": ("auto", "on", "off"),
     "optim.schedule": SCHEDULES,
     "logger.mode": MODES,

@@ -130,9 +130,9 @@ def train_loop(run, state: TrainState, tracker, bar) -> None:
         interval, start = state.epoch + 1, state.step
         end = min(start + sched.interval, sched.total_steps)
         sums = Sums(device, partial)
+        lr = partial.lr if partial is not None and partial.lr is not None else run.optimizer.param_groups[0]["lr"]
         partial = None
         run.step.train()
-        lr = run.optimizer.param_groups[0]["lr"]
         bar.start_epoch(interval)
         t0 = time.perf_counter() - sums.elapsed
         for step in range(start + done_in_interval, end):
@@ -157,14 +157,14 @@ def train_loop(run, state: TrainState, tracker, bar) -> None:
             if world.distributed:
                 stop = distributed.any_rank(stop, device) if at_log else False
             if stop and step + 1 < end:
-                _stop(run, state, sums, done, time.perf_counter() - t0, interval, end - start)
+                _stop(run, state, sums, done, time.perf_counter() - t0, interval, end - start, lr)
         done_in_interval = 0
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         _evaluate_and_record(run, state, tracker, bar, sums, interval, end, lr, time.perf_counter() - t0)
 
 
-def _stop(run, state: TrainState, sums: Sums, done: int, elapsed: float, interval: int, length: int):
+def _stop(run, state: TrainState, sums: Sums, done: int, elapsed: float, interval: int, length: int, lr: float):
     world = run.world
     rngs = [rng_state()]
     if world.distributed:
@@ -173,7 +173,7 @@ def _stop(run, state: TrainState, sums: Sums, done: int, elapsed: float, interva
         rngs = gathered
     totals = distributed.all_reduce_sum(sums.sums.clone()).cpu() if world.distributed else sums.sums.cpu()
     state.partial = Partial(step=done, names=sums.names, sums=totals, seen=sums.seen, finite=bool(sums.finite),
-                            elapsed=elapsed, rng=rngs)
+                            elapsed=elapsed, rng=rngs, lr=lr)
     checkpoint(run, state)
     distributed.barrier()
     sig = preemption.requested()

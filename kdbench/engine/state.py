@@ -39,6 +39,7 @@ class Partial:
     finite: bool
     elapsed: float
     rng: list[dict]  # every rank's RNG state
+    lr: float | None = None  # the learning rate when the interval began (recorded in its history entry)
 
 
 @dataclass
@@ -72,7 +73,7 @@ class TrainState:
             module.load_state_dict(saved[name])
         partial = saved.get("partial")
         if partial is not None:
-            partial = Partial(**{k: partial[k] for k in Partial.__dataclass_fields__})
+            partial = Partial(**{k: partial[k] for k in Partial.__dataclass_fields__ if k in partial})
         return cls(**{k: saved[k] for k in cls.__dataclass_fields__ if k in saved and k != "partial"}, partial=partial)
 
 

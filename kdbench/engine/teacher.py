@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ..errors import ConfigError
 from ..io import save_torch, write_json
 from ..models import create_model, load_checkpoint
+from ..methods import task_only_config
 from .optim import strategy_of
 
 log = logging.getLogger("kdbench")
@@ -35,7 +36,7 @@ def teacher_training_config(cfg: DictConfig) -> DictConfig:
     """The run's config turned into the teacher's own recipe: method=ce, student=<teacher arch>."""
     tcfg = copy.deepcopy(cfg)
     with open_dict(tcfg):
-        tcfg.method = OmegaConf.create({"_target_": "kdbench.methods.ce.CE", "name": "ce"})
+        tcfg.method = task_only_config()
         # store teachers start from scratch (a pretrained or checkpoint teacher never reaches the store)
         tcfg.student = OmegaConf.create({"name": cfg.teacher.name, "checkpoint": None, "pretrained": False})
         tcfg.seed = int(cfg.teacher.seed)

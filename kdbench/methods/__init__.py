@@ -75,9 +75,20 @@ def target_name(cfg: DictConfig) -> str:
     return str(cfg.get("_target_", "?")).rsplit(".", 1)[-1]
 
 
+# The method a model trains with on its task alone (a teacher for the store; the baseline row of every table).
+TASK_ONLY = "ce"
+
+
+def task_only_config() -> DictConfig:
+    """The method config of ``TASK_ONLY``, as shipped in conf/method/."""
+    from importlib.resources import files
+
+    return OmegaConf.create((files("kdbench.conf") / "method" / f"{TASK_ONLY}.yaml").read_text())
+
+
 def build_method(cfg: DictConfig) -> Method:
     """Instantiate the method a ``method`` config names, with its (validated) hyper-parameters."""
     return method_class(cfg)(**method_kwargs(cfg))
 
 
-__all__ = ["METHODS", "Batch", "BuildContext", "Method", "Progress", "register_method", "build_method", "method_class", "method_kwargs"]
+__all__ = ["METHODS", "TASK_ONLY", "task_only_config", "Batch", "BuildContext", "Method", "Progress", "register_method", "build_method", "method_class", "method_kwargs"]
