@@ -210,7 +210,8 @@ def test_headline_command_trains_pld_into_cifar_resnet18(tmp_path, env, cifar_ro
     assert set(r["history"][0]["losses"]) == {"pld"}
     assert r["config"]["optim"] | {"milestones": tuple(r["config"]["optim"]["milestones"])} == {
         "name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False, "schedule": "multistep",
-        "milestones": (150, 180, 210), "gamma": 0.1, "warmup_epochs": 0}
+        "milestones": (150, 180, 210), "gamma": 0.1, "warmup_epochs": 0, "warmup_iters": 0,
+            "warmup_factor": 0.001}
     assert r["config"]["trainer"]["batch_size"] == 64 and r["config"]["trainer"]["epochs"] == 1
 
 

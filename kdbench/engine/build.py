@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from ..methods import BuildContext, Method, build_method
 from ..models import run_model, supports
 from ..tasks import Task, task_of
-from .logit_cache import cache_for_run, cache_refusals, check_cache_request
+from .logit_cache import CachePlan
 from .loop import Schedule, schedule_of
 from .optim import build_optimizer, build_scheduler, strategy_of
 from .runtime import check_precision, resolve_channels_last, seed_everything, select_device, set_deterministic
@@ -136,9 +136,7 @@ def build(cfg: DictConfig, run_dir: Path, teacher_provider, world: distributed.W
     student, student_info = build_student(cfg, data.num_classes, data.image_size)
     if reason := supports(student, method.needs):
         raise ConfigError(f"method={cfg.method.name} cannot use student {cfg.student.name}: {reason}")
-    refusals = cache_refusals(cfg, data, method)
-    if method.uses_teacher:
-        check_cache_request(cfg, refusals)  # before any teacher work
+    cache_plan = CachePlan(cfg, data, method)  # refuses teacher_cache=on here, before any teacher work
     teacher, teacher_info = _obtain_teacher(cfg, data, device, method, teacher_provider, world)
 
     channels_last = resolve_channels_last(tcfg.channels_last, device)
@@ -150,7 +148,7 @@ def build(cfg: DictConfig, run_dir: Path, teacher_provider, world: distributed.W
         steps_per_epoch = min(steps_per_epoch, int(tcfg.max_steps_per_epoch))
     schedule = schedule_of(tcfg, steps_per_epoch)
     fingerprint = weights_fingerprint(teacher) if teacher is not None else None  # the teacher's cache key
-    logit_cache = cache_for_run(cfg, data, teacher, fingerprint, refusals, device, schedule.epochs, channels_last)
+    logit_cache = cache_plan.open(teacher, fingerprint, device, schedule.epochs, channels_last)
     if logit_cache is not None:
         teacher_info = {**teacher_info, "logit_cache": str(logit_cache.directory), "logit_cache_built": logit_cache.built}
 

@@ -164,28 +164,35 @@ def cache_refusals(cfg, data, method) -> list[str]:
     return reasons
 
 
-def check_cache_request(cfg, refusals: list[str]) -> None:
-    """``trainer.teacher_cache=on`` where the cache cannot serve: refused before any teacher work."""
-    from ..errors import ConfigError
+class CachePlan:
+    """Whether a run takes its teacher's logits from the cache, decided in two moments: before the teacher is
+    obtained (``CachePlan(cfg, data, method)``: ``trainer.teacher_cache=on`` where the cache cannot serve is
+    refused there, before any teacher work) and once it is there (``open``)."""
 
-    if refusals and str(cfg.trainer.teacher_cache) == "on":
-        raise ConfigError(f"trainer.teacher_cache: cannot be used here: {'; '.join(refusals)}; valid here: off, auto")
+    def __init__(self, cfg, data, method):
+        from ..errors import ConfigError
 
+        self.cfg, self.data = cfg, data
+        self.refusals = cache_refusals(cfg, data, method) if method.uses_teacher else ["the method uses no teacher"]
+        self.wanted = str(cfg.trainer.teacher_cache)
+        if self.wanted == "on" and self.refusals and method.uses_teacher:
+            raise ConfigError(f"trainer.teacher_cache: cannot be used here: {'; '.join(self.refusals)}; "
+                              "valid here: off, auto")
 
-def cache_for_run(cfg, data, teacher, fingerprint: str | None, refusals: list[str], device, epochs: int,
-                  channels_last: bool) -> TeacherLogitCache | None:
-    """The teacher-logit cache when the run can use it (no ``refusals``), per ``trainer.teacher_cache``: ``on``;
-    ``auto`` = when it exists already or the run has >= 162 epochs (building costs 162 teacher passes over the
-    data, more than a shorter run's own); ``off``."""
-    from ..data.device_loader import uint8_images
+    def open(self, teacher, fingerprint: str | None, device, epochs: int,
+             channels_last: bool) -> TeacherLogitCache | None:
+        """The cache when the run can use it: ``on``; ``auto`` = when it exists already or the run has >= 162
+        epochs (building costs 162 teacher passes over the data, more than a shorter run's own); ``off``: None."""
+        from ..data.device_loader import uint8_images
 
-    wanted = str(cfg.trainer.teacher_cache)
-    if teacher is None or wanted == "off" or refusals:
-        return None
-    root = Path(str(cfg.store)).expanduser() / "cache"
-    images, targets = uint8_images(data.train)
-    if wanted == "auto" and epochs < NUM_VIEWS and not TeacherLogitCache.exists(root, fingerprint, images, targets,
-                                                                               cfg.dataset.mean, cfg.dataset.std):
-        return None
-    return TeacherLogitCache.open(root, teacher, fingerprint, images, targets, cfg.dataset.mean, cfg.dataset.std,
-                                  data.num_classes, device, channels_last=channels_last)
+        cfg, data = self.cfg, self.data
+        if teacher is None or self.wanted == "off" or self.refusals:
+            return None
+        root = Path(str(cfg.store)).expanduser() / "cache"
+        images, targets = uint8_images(data.train)
+        mean, std = cfg.dataset.mean, cfg.dataset.std
+        if self.wanted == "auto" and epochs < NUM_VIEWS and not TeacherLogitCache.exists(root, fingerprint, images,
+                                                                                        targets, mean, std):
+            return None
+        return TeacherLogitCache.open(root, teacher, fingerprint, images, targets, mean, std, data.num_classes, device,
+                                      channels_last=channels_last)
