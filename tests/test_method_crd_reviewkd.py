@@ -1,5 +1,6 @@
-"""CRD and ReviewKD: losses and whole method steps pinned to the reference code, negative sampling, gradients,
-checkpoint state."""
+"""kdbench/methods/crd.py (with kdbench/data/sampling.py's negative sampler) and kdbench/methods/reviewkd.py:
+losses and whole method steps pinned to the reference code, negative sampling, connectors sized as the reference
+tables, CRD's banks under data parallelism. Gradients and checkpoint state: tests/test_methods_contract.py."""
 
 from __future__ import annotations
 
@@ -146,14 +147,13 @@ def test_crd_embedding_memory_and_normaliser_match_reference(tmp_path):
 
 
 @pytest.mark.parametrize("teacher,student", [("resnet32x4", "resnet8x4"), ("wrn_40_2", "MobileNetV2")])
-def test_crd_gradients_flow(tmp_path, teacher, student):
+def test_crd_step_on_paper_pairs_updates_its_banks(tmp_path, teacher, student):
     method = method_from_config("crd")
     assert method.hparams() == {"ce_weight": 1.0, "crd_weight": 0.8, "kd_weight": 0.0, "temperature": 4.0,
                                 "feat_dim": 128, "nce_k": 16384, "nce_t": 0.07, "nce_m": 0.5,
                                 "nce_replacement": False}
     result = one_step(method, tmp_path, teacher=teacher, student=student)
     assert set(result.terms) == {"ce", "crd"}
-    assert_gradients_flow(result)
     assert (method.nce_z > 0).all()
     assert method.memory_s.shape == (32, 128)
     norms = method.memory_t[:8].norm(dim=1)  # the batch's rows were updated and renormalised
@@ -179,21 +179,6 @@ def test_crd_with_kd_term(tmp_path):
                       student="resnet8x4")
     assert set(result.terms) == {"ce", "crd", "kd"}
     assert_gradients_flow(result)
-
-
-def test_crd_state_round_trips(tmp_path):
-    method = _built_crd(tmp_path, 6, 5, 20, feat_dim=4, nce_k=7)
-    step1, _ = _crd_inputs()
-    method.contrast_loss(*step1)
-    state = method.state_dict()
-    assert {"memory_s", "memory_t", "nce_z", "embed_s.weight", "embed_t.bias"} <= set(state)
-    fresh = _built_crd(tmp_path, 6, 5, 20, seed=1, feat_dim=4, nce_k=7)
-    assert not torch.equal(fresh.memory_s, method.memory_s)
-    fresh.load_state_dict(state)
-    for key, value in method.state_dict().items():
-        assert torch.equal(fresh.state_dict()[key], value), key
-    _, step2 = _crd_inputs()
-    assert fresh.contrast_loss(*step2).item() == pytest.approx(method.contrast_loss(*step2).item(), rel=1e-7)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -265,13 +250,12 @@ REVIEW_TABLES = {
 
 
 @pytest.mark.parametrize("teacher,student", list(REVIEW_TABLES))
-def test_reviewkd_gradients_flow(tmp_path, teacher, student):
+def test_reviewkd_connectors_match_the_reference_tables(tmp_path, teacher, student):
     method = method_from_config("reviewkd")
     assert method.hparams() == {"ce_weight": 1.0, "reviewkd_weight": 5.0, "warmup_epochs": 20,
                                 "max_mid_channel": 512}
     result = one_step(method, tmp_path, teacher=teacher, student=student)
     assert set(result.terms) == {"ce", "reviewkd"}
-    assert_gradients_flow(result)
     in_channels, out_channels = REVIEW_TABLES[teacher, student]
     assert [abf.conv1[0].in_channels for abf in method.abfs] == in_channels
     assert [abf.conv2[0].out_channels for abf in method.abfs] == out_channels
@@ -294,23 +278,6 @@ def test_reviewkd_needs_enough_student_stages():
     student.stages = student.stages[:2]
     with pytest.raises(ValueError, match="at least 3 stage maps"):
         ReviewKD().build(student, teacher, None)
-
-
-def test_reviewkd_state_round_trips():
-    student, teacher, target = _review_case((8, 4, 2, 1), (8, 8, 4, 2))
-    method = ReviewKD()
-    method.build(student, teacher, None)
-    method.train()
-    method(student, teacher, Batch(None, target, torch.arange(3)), Progress(30, 240, 0, 1))  # moves BN statistics
-    fresh = ReviewKD()
-    fresh.build(student, teacher, None)
-    fresh.load_state_dict(method.state_dict())
-    for key, value in method.state_dict().items():
-        assert torch.equal(fresh.state_dict()[key], value), key
-    method.eval(), fresh.eval()
-    a = method(student, teacher, Batch(None, target, torch.arange(3)), Progress(30, 240, 0, 1))
-    b = fresh(student, teacher, Batch(None, target, torch.arange(3)), Progress(30, 240, 0, 1))
-    assert a["reviewkd"].item() == pytest.approx(b["reviewkd"].item(), rel=1e-7)
 
 
 def _crd_rank(rank: int, world: int, init_file: str, out: str) -> None:

@@ -1,4 +1,6 @@
-"""DIST, TAID, OFA-KD and MIX-KD: losses pinned to the reference code, schedules, mixing, gradients, state.
+"""kdbench/methods/dist.py, taid.py, ofa.py and mixkd.py: losses pinned to the reference code, schedules, mixing,
+OFA's branches (on a timm student too). Gradients, teacher and checkpoint state on the zoo pairs:
+tests/test_methods_contract.py.
 
 Golden values were computed by running the reference code itself on the fixed float64 inputs below
 (S, T, Y; plus P and LAM for MIX-KD):
@@ -92,11 +94,6 @@ def test_dist_method_weights_its_terms():
     assert torch.allclose(terms["ce"], F.cross_entropy(s, y))
 
 
-@pytest.mark.parametrize("teacher, student", CROSS_FAMILY[:2])
-def test_dist_gradients_flow(tmp_path, teacher, student):
-    assert_gradients_flow(one_step(method_from_config("dist"), tmp_path, teacher=teacher, student=student))
-
-
 # --------------------------------------------------------------------------- TAID
 
 @pytest.mark.parametrize("t_value, expected", [(0.4, 2.1084036827087402), (0.75, 2.524998426437378)])
@@ -165,32 +162,9 @@ def test_taid_uses_t_then_advances_it_per_training_step():
     assert torch.equal(method.t, before)
 
 
-def test_taid_restored_from_state_dict_continues_with_the_same_t():
-    g = torch.Generator().manual_seed(0)
-    steps = [(torch.randn(6, 10, generator=g), torch.randn(6, 10, generator=g) * 3) for _ in range(5)]
-    batch = Batch(torch.zeros(6, 3, 2, 2), torch.arange(6) % 10, torch.arange(6))
-    running = method_from_config("taid", alpha=0.3).train()
-    for k, (s, t) in enumerate(steps[:3]):
-        running(ModelOutput(s), ModelOutput(t), batch, progress(step=k, epochs=4, steps_per_epoch=25))
-    state = round_trip(running.state_dict())
-    assert set(state) == {"t", "prev_loss", "momentum"}
-    restored = method_from_config("taid", alpha=0.3).train()
-    assert restored.t.item() != pytest.approx(running.t.item())
-    restored.load_state_dict(state)
-    assert torch.equal(restored.t, running.t)
-    for k, (s, t) in enumerate(steps[3:], start=3):
-        a = running(ModelOutput(s), ModelOutput(t), batch, progress(step=k, epochs=4, steps_per_epoch=25))
-        b = restored(ModelOutput(s), ModelOutput(t), batch, progress(step=k, epochs=4, steps_per_epoch=25))
-        assert torch.equal(a["taid"], b["taid"])
-        for name in ("t", "prev_loss", "momentum"):
-            assert torch.equal(getattr(running, name), getattr(restored, name))
-    assert running.t.item() > 0.4
-
-
 @pytest.mark.parametrize("teacher, student", CROSS_FAMILY[::2])
-def test_taid_gradients_flow(tmp_path, teacher, student):
+def test_taid_remembers_the_loss_of_an_engine_step(tmp_path, teacher, student):
     result = one_step(method_from_config("taid"), tmp_path, teacher=teacher, student=student)
-    assert_gradients_flow(result)
     assert result.method.prev_loss.item() == pytest.approx(result.terms["taid"].item())
 
 
@@ -258,13 +232,13 @@ def test_ofa_method_terms():
 
 
 @pytest.mark.parametrize("teacher, student", CROSS_FAMILY[:2])
-def test_ofa_gradients_flow_on_zoo_students(tmp_path, teacher, student):
+def test_ofa_branches_on_zoo_students(tmp_path, teacher, student):
     result = one_step(method_from_config("ofa"), tmp_path, teacher=teacher, student=student)
-    assert_gradients_flow(result)
     assert len(result.method.branches) == {"resnet8x4": 3, "MobileNetV2": 4}[student]  # every stage after the stem
 
 
 def test_ofa_on_a_timm_student_and_its_state_round_trips(tmp_path):
+    # the contract runs zoo pairs only: a timm student's branches, gradients and state are checked here
     result = one_step(method_from_config("ofa"), tmp_path, teacher="resnet8x4", student="resnet10t", image_size=32)
     assert result.student.kdbench_name == "resnet10t"  # timm's model, not the CIFAR zoo
     assert_gradients_flow(result)
@@ -328,7 +302,6 @@ def test_mixkd_prepare_mixes_pairs_with_the_global_generator(partial):
 
 
 @pytest.mark.parametrize("teacher, student", CROSS_FAMILY[:2])
-def test_mixkd_gradients_flow(tmp_path, teacher, student):
+def test_mixkd_terms_on_paper_pairs(tmp_path, teacher, student):
     result = one_step(method_from_config("mixkd"), tmp_path, teacher=teacher, student=student)
-    assert_gradients_flow(result)
     assert set(result.terms) == {"ce", "mixkd"}

@@ -1,5 +1,6 @@
-"""DIST++ and ReviewKD++: whole training-step terms pinned to the reference code, warm-up, defaults (their
-gradient and state round-trip tests on real pairs are the ND family's, in test_method_ls_mlkd_nd.py).
+"""kdbench/methods/distpp.py and reviewkdpp.py (DIST++ and ReviewKD++): whole training-step terms pinned to the
+reference code, warm-up, defaults (their projector test on the paper pairs is the ND family's, in
+test_method_logit_stand_mlkd_nd.py; gradients and checkpoint state: tests/test_methods_contract.py).
 
 Golden values: WangYZ1608/Knowledge-Distillation-via-ND @ fc6f3f9058ed35189a1d3c0a79a7594025e4d88f, by calling
 the reference's own ``train()`` for one batch (CPU, float32, ``.cuda()`` made the identity, the data loader a

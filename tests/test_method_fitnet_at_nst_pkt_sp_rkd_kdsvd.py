@@ -1,7 +1,9 @@
-"""Feature and relation distillation: FitNet, AT, NST, PKT, SP, RKD, KDSVD.
+"""Feature and relation distillation: kdbench/methods/fitnet.py (with _connectors.py's regressor), at.py,
+nst.py, pkt.py, sp.py, rkd.py, kdsvd.py.
 
 Loss values are pinned to the reference implementations, methods are checked for the stages they use and the
-weights they apply, and each method runs one engine-style step on a same-family and a cross-family pair.
+weights they apply, and each method's terms are checked on the paper pairs. Gradients, teacher and checkpoint
+state on every method: tests/test_methods_contract.py.
 """
 
 from __future__ import annotations
@@ -297,7 +299,7 @@ def test_fitnet_regresses_the_hint_layer():
 
 
 # ---------------------------------------------------------------------------
-# One engine-style step on real pairs; state round trip
+# One engine step on the paper pairs
 # ---------------------------------------------------------------------------
 PAIRS = {
     "same": ("resnet32x4", "resnet8x4"),
@@ -307,18 +309,18 @@ PAIRS = {
 
 @pytest.mark.parametrize("pair", sorted(PAIRS))
 @pytest.mark.parametrize("name", ["fitnet", "at", "nst", "sp", "pkt", "rkd"])
-def test_gradients_flow(name, pair, tmp_path):
+def test_terms_on_paper_pairs(name, pair, tmp_path):
     teacher, student = PAIRS[pair]
     result = one_step(method_from_config(name), tmp_path, teacher=teacher, student=student, batch_size=4,
                       train_size=8)
     assert set(result.terms) == {"ce", name}
     assert result.terms[name].item() > 0
-    assert_gradients_flow(result)
 
 
 @pytest.mark.parametrize("teacher,student", [("resnet32x4", "resnet8x4"), ("resnet32x4", "wrn_16_2")])
 def test_kdsvd_gradients_flow(teacher, student, tmp_path):
-    # KDSVD decomposes over the map width, so a cross-family pair must share stage widths (32, 16, 8).
+    # KDSVD decomposes over the map width, so a cross-family pair must share stage widths (32, 16, 8); the
+    # contract's cross-family pair has other widths (refused), so the gradients of this one are checked here.
     result = one_step(method_from_config("kdsvd"), tmp_path, teacher=teacher, student=student, batch_size=4,
                       train_size=8)
     assert result.terms["kdsvd"].item() > 0
@@ -334,7 +336,7 @@ def test_kdsvd_refuses_pairs_with_other_widths():
         method_from_config("kdsvd").build(s, t, None)
 
 
-def test_fitnet_state_round_trips(tmp_path):
+def test_fitnet_regressor_on_a_cross_family_pair(tmp_path):
     result = one_step(method_from_config("fitnet"), tmp_path, teacher="wrn_40_2", student="MobileNetV2",
                       batch_size=4, train_size=8)
     method = result.method
@@ -342,18 +344,3 @@ def test_fitnet_state_round_trips(tmp_path):
     assert any(p is method.regressor.conv.weight for p in method.parameters())  # optimised with the student
     state = method.state_dict()
     assert "regressor.bn.running_mean" in state and int(state["regressor.bn.num_batches_tracked"]) == 1
-
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        s_probe = run_model(result.student.eval(), x, {"stages"})
-        t_probe = run_model(result.teacher, x, {"stages"})
-    fresh = method_from_config("fitnet")
-    fresh.build(s_probe, t_probe, None)
-    fresh.load_state_dict(state)
-    for key, value in state.items():
-        assert torch.equal(fresh.state_dict()[key], value), key
-    method.eval()
-    fresh.eval()
-    with torch.no_grad():
-        hint = s_probe.stages[2]
-        assert torch.equal(fresh.regressor(hint), method.regressor(hint))

@@ -1,4 +1,7 @@
-"""Logit standardisation (KD, DKD, MLKD), MLKD, ND and its KD++ / DKD++ variants.
+"""Logit standardisation (kdbench/losses/logit_stand.py, the switch of kd.py, dkd.py and mlkd.py), MLKD
+(kdbench/methods/mlkd.py, its strong view kdbench/data/randaugment.py), ND (kdbench/methods/nd.py: class means,
+projector) and its KD++ / DKD++ variants (kdpp.py, dkdpp.py; DIST++ and ReviewKD++ share the projector test here).
+Gradients, teacher and checkpoint state on the default configs: tests/test_methods_contract.py.
 
 Pinned values come from the reference code run on the inputs built by ``_inputs`` below (CPU, float64 unless
 noted), with the references' own functions:
@@ -132,10 +135,9 @@ def test_mlkd_declares_the_strong_view():
 
 
 @pytest.mark.parametrize("teacher, student", [("resnet32x4", "resnet8x4"), ("wrn_40_2", "MobileNetV2")])
-def test_mlkd_gradients_flow(teacher, student, tmp_path):
+def test_mlkd_terms_on_paper_pairs(teacher, student, tmp_path):
     result = one_step(method_from_config("mlkd"), tmp_path, teacher=teacher, student=student, batch_size=4)
     assert set(result.terms) == {"ce", "kd", "cc", "bc"}
-    assert_gradients_flow(result)
 
 
 # --- ND, KD++, DKD++ -------------------------------------------------------------------------------------------
@@ -217,11 +219,10 @@ ND_TERMS = {"nd": {"ce", "nd"}, "kdpp": {"ce", "kd", "nd"}, "dkdpp": {"ce", "dkd
     ("reviewkdpp", "resnet32x4", "resnet8x4", False),
     ("reviewkdpp", "resnet32x4", "ShuffleV2", True),
 ])
-def test_nd_family_gradients_flow_and_state_round_trips(name, teacher, student, projected, tmp_path):
+def test_nd_family_projector_and_state_on_paper_pairs(name, teacher, student, projected, tmp_path):
     result = one_step(method_from_config(name), tmp_path, teacher=teacher, student=student, **SMALL)
-    assert_gradients_flow(result)
     method = result.method
-    assert set(result.terms) == ND_TERMS[name] and all(torch.isfinite(v) for v in result.terms.values())
+    assert set(result.terms) == ND_TERMS[name]
     projector = method.projector
     assert (projector is not None) == projected
     state = method.state_dict()
@@ -231,34 +232,8 @@ def test_nd_family_gradients_flow_and_state_round_trips(name, teacher, student, 
         bn, dropout, linear = projector
         assert isinstance(bn, torch.nn.BatchNorm1d) and dropout.p == 0.5
         assert linear.in_features == bn.num_features != method.class_means.shape[1] == linear.out_features
-        assert linear.weight.grad.abs().sum() > 0
         assert bn.num_batches_tracked.item() == 1 and {"projector.0.running_mean", "projector.2.weight"} <= set(state)
     assert any(k.startswith("abfs.") for k in state) == (name == "reviewkdpp")
-    if name == "reviewkdpp":
-        assert all(p.grad is not None for p in method.abfs.parameters())
-
-    # A freshly built instance (other training images, so other class means) takes the trained state.
-    needs, teacher_needs = type(method).needs, type(method).needs_of("teacher")
-    images, targets = torch.randn(4, 3, 32, 32), torch.arange(4)
-    with torch.no_grad():
-        s_probe = run_model(result.student.eval(), images[:2], needs)
-        t_probe = run_model(result.teacher, images[:2], teacher_needs)
-    fresh = method_from_config(name)
-    fresh.build(s_probe, t_probe, make_context(result.teacher, 10, images, targets, tmp_path / "fresh"))
-    assert not torch.equal(fresh.class_means, state["class_means"])
-    fresh.load_state_dict(state)
-    assert fresh.state_dict().keys() == state.keys()
-    for key, value in state.items():
-        assert torch.equal(fresh.state_dict()[key], value), key
-    # and computes the same terms
-    with torch.no_grad():
-        s_out = run_model(result.student, images, needs)
-        t_out = run_model(result.teacher, images, teacher_needs)
-    batch = Batch(images, targets, torch.arange(4))
-    a = method.eval()(s_out, t_out, batch, _progress(30))
-    b = fresh.eval()(s_out, t_out, batch, _progress(30))
-    for key in a:
-        assert torch.allclose(a[key], b[key]), key
 
 
 # The strong view's RandAugment: images from Jin-Ying/Multi-Level-Logit-Distillation @ 5ee473f,

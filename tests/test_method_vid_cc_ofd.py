@@ -1,5 +1,6 @@
-"""VID, CC and OFD: losses and methods pinned to their reference implementations, gradients on real pairs,
-checkpoint round trips, and the zoo models' ``bn_before_relu()`` that OFD's margins come from."""
+"""kdbench/methods/vid.py, cc.py and ofd.py: losses and methods pinned to their reference implementations, terms
+and OFD's margins on the paper pairs, and the zoo models' ``bn_before_relu()`` that OFD's margins come from.
+Gradients, teacher and checkpoint state: tests/test_methods_contract.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from method_harness import assert_gradients_flow, make_context, method_from_config, one_step
+from method_harness import make_context, method_from_config, one_step
 from kdbench.errors import ConfigError
 from kdbench.losses import cc_loss, ofd_loss, vid_loss
 from kdbench.losses.ofd import ofd_margin
@@ -53,26 +54,6 @@ def output(logits, **feats):
     return ModelOutput(logits=logits, **feats)
 
 
-def fresh_build(name, result):
-    """A new instance of the method built on the same pair (as a resumed run does before loading its state)."""
-    method = method_from_config(name)
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        s = run_model(result.student.eval(), x, method.needs)
-        t = run_model(result.teacher, x, method.needs)
-    method.build(s, t, make_context(result.teacher, 10, x, torch.arange(2), "unused"))
-    return method
-
-
-def assert_state_round_trips(name, result):
-    saved = result.method.state_dict()
-    assert saved
-    other = fresh_build(name, result)
-    other.load_state_dict(saved)
-    for key, value in other.state_dict().items():
-        assert torch.equal(value, saved[key]), key
-
-
 # ---------------------------------------------------------------------------------------------------- VID
 def test_vid_loss_matches_references():
     pred, tgt, log_scale = draws(0, (2, 3, 4, 4), (2, 3, 4, 4), (3,))
@@ -109,12 +90,9 @@ def test_vid_method_matches_reference_and_trains_its_variances():
 
 
 @pytest.mark.parametrize("teacher, student", [("resnet32x4", "resnet8x4"), ("wrn_40_2", "MobileNetV2")])
-def test_vid_gradients_and_state(tmp_path, teacher, student):
+def test_vid_terms_on_paper_pairs(tmp_path, teacher, student):
     result = one_step(method_from_config("vid"), tmp_path, teacher=teacher, student=student, batch_size=4)
     assert set(result.terms) == {"ce", "vid"}
-    assert_gradients_flow(result)
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in result.method.log_scales)
-    assert_state_round_trips("vid", result)
 
 
 # ----------------------------------------------------------------------------------------------------- CC
@@ -141,14 +119,6 @@ def test_cc_method_matches_reference():
     terms = method(student, teacher, batch_of(5), PROGRESS)
     assert set(terms) == {"ce", "cc"}  # RepDistiller's correlation run uses -a 0: no KD term
     assert terms["cc"].item() == pytest.approx(0.02 * CC_METHOD, rel=1e-12)
-
-
-@pytest.mark.parametrize("teacher, student", [("resnet32x4", "resnet8x4"), ("resnet32x4", "ShuffleV2")])
-def test_cc_gradients_and_state(tmp_path, teacher, student):
-    result = one_step(method_from_config("cc"), tmp_path, teacher=teacher, student=student, batch_size=4)
-    assert_gradients_flow(result)  # the teacher's embedding is trainable too
-    assert result.method.embed_t.weight.grad.abs().sum() > 0
-    assert_state_round_trips("cc", result)
 
 
 # ---------------------------------------------------------------------------------------------------- OFD
@@ -206,14 +176,12 @@ def test_ofd_method_matches_reference():
 
 
 @pytest.mark.parametrize("teacher, student", [("resnet32x4", "resnet8x4"), ("wrn_40_2", "MobileNetV2")])
-def test_ofd_gradients_and_state(tmp_path, teacher, student):
+def test_ofd_margins_on_paper_pairs(tmp_path, teacher, student):
     result = one_step(method_from_config("ofd"), tmp_path, teacher=teacher, student=student, batch_size=4)
     assert set(result.terms) == {"ce", "ofd"}
-    assert_gradients_flow(result)
     bns = result.teacher.bn_before_relu()[-len(result.method.connectors):]
     for i, bn in enumerate(bns):
         assert torch.equal(getattr(result.method, f"margin{i}"), ofd_margin(bn.weight, bn.bias))
-    assert_state_round_trips("ofd", result)
 
 
 def test_ofd_needs_a_teacher_with_bn_before_relu(tmp_path):
