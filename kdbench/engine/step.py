@@ -59,8 +59,11 @@ class StudentStep(torch.nn.Module):
         # its keys, no len() on the compiled wrapper)
         self.__dict__["_forward_student"] = compiled if compiled is not None else student
 
-    def forward(self, batch: Batch, teacher_out, progress: Progress) -> dict[str, torch.Tensor]:
-        return self.method(forward_outputs(self._forward_student, batch, self.method), teacher_out, batch, progress)
+    def forward(self, batch: Batch, teacher_outputs, progress: Progress) -> dict[str, torch.Tensor]:
+        """The student's outputs, then the teacher's (``teacher_outputs(batch, student_out)``), then the method's
+        terms."""
+        student_out = forward_outputs(self._forward_student, batch, self.method)
+        return self.method(student_out, teacher_outputs(batch, student_out), batch, progress)
 
 
 class TrainStep:
@@ -92,7 +95,8 @@ class TrainStep:
     def train(self) -> None:
         self.module.train()
 
-    def teacher_outputs(self, batch: Batch) -> ModelOutput | None:
+    def teacher_outputs(self, batch: Batch, student_out: ModelOutput | None = None) -> ModelOutput | None:
+        """The frozen teacher's outputs for the batch (``student_out``: what the student gave on it)."""
         if self.logit_cache is not None:
             return ModelOutput(logits=self.logit_cache.lookup(batch.index, batch.view_ids))
         if self.teacher is None:
@@ -103,9 +107,6 @@ class TrainStep:
     def __call__(self, batch: Batch, progress: Progress) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         batch = self.method.prepare(batch, progress)
         with autocast(self.precision, self.device):
-            terms = self.module(batch, self.teacher_outputs(batch), progress)
+            terms = self.module(batch, self.teacher_outputs, progress)
         loss = self.strategy.step(self.optimizer, self.scaler, terms, self.method.task_terms)
         return loss, terms
-
-    def state_dict(self) -> dict:
-        return {"scaler": self.scaler.state_dict()}
