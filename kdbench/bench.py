@@ -336,6 +336,95 @@ def summarise(p: Prepared, reference: Prepared | None, peak: float) -> dict:
             "projected_h": RECIPE_STEPS * step_s / 3600}
 
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+JPEG_SUFFIXES = {".jpg", ".jpeg"}
+
+
+class _JpegFiles(torch.utils.data.Dataset):
+    """A folder of JPEGs (ImageFolder tree or flat) as torchvision's ImageFolder serves it: (PIL RGB image, 0)."""
+
+    def __init__(self, files: list[Path]):
+        self.samples = [(str(f), 0) for f in files]
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        from torchvision.datasets.folder import pil_loader
+
+        return pil_loader(self.samples[index][0]), 0
+
+
+def loader_only(args, device) -> str:
+    """Time the input pipelines alone on ``args.data`` (a folder of JPEGs): the PIL reference (torchvision
+    DataLoader, PIL decode, v2 RandomResizedCrop + flip + ToDtype + Normalize per sample in workers) against
+    the tensor path (kdbench.data.jpeg), both yielding normalised float batches on ``device``. Interleaved
+    rounds; at the start of each round a pipeline's queued batches are drained untimed, so its workers start
+    the timed batches from an empty queue. Returns the markdown report."""
+    import os
+
+    from .data.base import IndexedDataset, build_transforms
+    from .data.batch import DeviceBatches
+    from .data.jpeg import JpegLoader, loader_workers
+    from .data.sampler import EpochSampler
+
+    files = sorted(f for f in Path(args.data).rglob("*") if f.suffix.lower() in JPEG_SUFFIXES)
+    if not files:
+        _fail(f"--data: no .jpg/.jpeg files under {args.data}")
+    workers = loader_workers(args.workers)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    size, batch = args.image_size, args.batch_size
+    base = _JpegFiles(files)
+    pil_tf = build_transforms("imagenet", size, IMAGENET_MEAN, IMAGENET_STD, train=True)
+    samplers = {"pil": EpochSampler(len(base), seed=0), "tensor": EpochSampler(len(base), seed=0)}
+    pil = torch.utils.data.DataLoader(
+        IndexedDataset(base, pil_tf), batch_size=batch, sampler=samplers["pil"], num_workers=workers,
+        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    pipelines = {"pil": DeviceBatches(pil, device),
+                 "tensor": JpegLoader(base.samples, samplers["tensor"], batch, size, True, IMAGENET_MEAN,
+                                      IMAGENET_STD, device, workers=workers)}
+    prefetch = {"pil": 2, "tensor": 4 if device.type == "cuda" else 2}  # the loaders' prefetch_factor
+    queued = {name: workers * prefetch[name] for name in pipelines}
+
+    def batches(name):
+        for epoch in range(1, 10**9):
+            samplers[name].set_epoch(epoch)
+            yield from pipelines[name]
+
+    streams = {name: batches(name) for name in pipelines}
+    per_round = max(1, math.ceil(args.steps / args.rounds))
+    for name, stream in streams.items():  # warm-up: workers started, first batches through
+        for _ in range(args.warmup + queued[name]):
+            next(stream)
+    times = {name: [] for name in streams}
+    for r in range(args.rounds):
+        for name, stream in streams.items():
+            for _ in range(queued[name]):
+                next(stream)
+            _sync(device)
+            t, seen = time.perf_counter(), 0
+            for _ in range(per_round):
+                seen += len(next(stream))
+            _sync(device)
+            times[name].append(seen / (time.perf_counter() - t))
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+    fallbacks = pipelines["tensor"].fallbacks
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    command = "kdbench-bench " + " ".join(args.argv)
+    lines = [f"Command: `{command}`", "",
+             f"{len(files)} JPEGs from {args.data}; {size} px RandomResizedCrop + flip + normalise, batch {batch}, "
+             f"{workers} workers, {device.type} ({where}), {cpus} CPU cores available, torch {torch.__version__}; "
+             f"{per_round} timed batches per pipeline in each of {args.rounds} interleaved rounds after "
+             f"{args.warmup} warm-up batches. Medians over the rounds; the ratio is the median of per-round ratios. "
+             f"Files PIL had to decode on the tensor path: {fallbacks}.", "",
+             "| pipeline | images/s | range over rounds | images/s per core | x pil |", "|---|---:|---:|---:|---:|"]
+    for name, rates in times.items():
+        ratio = statistics.median(a / b for a, b in zip(rates, times["pil"]))
+        lines.append(f"| {name} | {statistics.median(rates):.1f} | {min(rates):.1f}-{max(rates):.1f} | "
+                     f"{statistics.median(rates) / cpus:.1f} | {ratio:.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kdbench-bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", default="resnet32x4")
@@ -354,7 +443,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="configurations to time (default: the fast-path options added one at a time)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=None, help="also write the table as markdown here")
+    parser.add_argument("--loader-only", action="store_true",
+                        help="time only the input pipelines (PIL reference vs JPEG tensor path) on --data")
+    parser.add_argument("--data", type=Path, default=None, help="--loader-only: a folder of JPEGs (any layout)")
+    parser.add_argument("--image-size", type=int, default=224, help="--loader-only: output crop size")
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     from .engine.runtime import select_device
     from .errors import ConfigError
 
@@ -367,6 +461,16 @@ def main(argv: list[str] | None = None) -> int:
             _fail(f"--{key.replace('_', '-')}: must be >= 1, got {getattr(args, key)}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.loader_only:
+        if args.data is None or not args.data.is_dir():
+            _fail(f"--data: --loader-only needs a folder of JPEGs, got {args.data}")
+        text = loader_only(args, device)
+        print(text)
+        if args.out:
+            from .io import atomic_write
+
+            atomic_write(args.out, lambda f: f.write(text + "\n"))
+        return 0
     args.configs = args.configs or list(DEFAULT_CONFIGS["cuda" if device.type == "cuda" else "cpu"])
     check_configs(args.configs, args.method)
     per_round = math.ceil(args.steps / args.rounds)

@@ -102,7 +102,7 @@ OPEN = {"dataset"}  # groups whose files may add keys of their own
 CHOICES = {
     "trainer.precision": PRECISIONS,
     "optim.name": tuple(OPTIMIZERS),
-    "trainer.loader": ("auto", "device", "torch"),
+    "trainer.loader": ("auto", "device", "jpeg", "torch"),
     "trainer.channels_last": (True, False, "auto"),
     "trainer.teacher_cache": ("auto", "on", "off"),
     "optim.schedule": SCHEDULES,

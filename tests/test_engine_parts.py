@@ -8,7 +8,7 @@ import torch
 
 from kdbench.data.augment import NUM_VIEWS, PadCropFlip, apply_view, view_of, view_params
 from kdbench.data.sampler import EpochSampler, ShardSampler, epoch_seed, sample_seed
-from kdbench.engine.step import batch_statistics
+from kdbench.tasks.base import batch_statistics
 from kdbench.methods import METHODS
 from kdbench.models import create_model
 

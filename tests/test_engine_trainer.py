@@ -69,19 +69,19 @@ def test_any_timm_model_trains_as_student_and_teacher(tmp_path):
 
 
 def test_pretrained_teacher_comes_from_timm(tmp_path, monkeypatch):
-    import kdbench.engine.teacher as teacher_module
+    import kdbench.tasks.classification as classification
     from kdbench.errors import ConfigError
 
     calls = []
 
-    def fake_create_model(name, num_classes, image_size=32, pretrained=False):
-        calls.append((name, pretrained))
+    def fake_create_model(name, num_classes, image_size=32, pretrained=False, role="teacher"):
+        calls.append((name, pretrained, role))
         return create_model(name, num_classes, image_size=image_size)  # no download in tests
 
-    monkeypatch.setattr(teacher_module, "create_model", fake_create_model)
+    monkeypatch.setattr(classification, "create_model", fake_create_model)
     cfg = compose_cfg(tmp_path, "method=kd", "teacher.name=resnet10t", "teacher.pretrained=true", "trainer.epochs=1")
     record = train(cfg, tmp_path / "run", teacher_provider=provide_teacher)
-    assert calls == [("resnet10t", True)]
+    assert calls == [("resnet8", False, "student"), ("resnet10t", True, "teacher")]
     assert record["teacher"]["checkpoint"] == "timm:resnet10t" and record["teacher"]["top1"] is not None
     assert not (tmp_path / "store").exists()  # nothing trained
     with pytest.raises(ConfigError, match="none are hosted for CIFAR zoo model 'resnet8'"):

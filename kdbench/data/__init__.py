@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .base import DataBundle, IndexedDataset, build_loaders, build_transforms, train_targets
 from .cifar import build_cifar, check_cifar_root
+from .coco import build_coco, check_coco_root
 from .digits import build_digits
 from .imagefolder import build_imagefolder, check_imagefolder_root
 from .synthetic import build_synthetic
@@ -16,6 +17,7 @@ DATASETS = {
     "digits": build_digits,
     "synthetic": build_synthetic,
     "imagenet": build_imagefolder,
+    "coco": build_coco,
 }
 
 
@@ -27,6 +29,8 @@ def check_data(cfg) -> None:
         check_cifar_root(cfg)
     elif cfg.name == "imagenet":
         check_imagefolder_root(cfg)
+    elif cfg.name == "coco":
+        check_coco_root(cfg)
 
 
 def build_data(cfg) -> DataBundle:

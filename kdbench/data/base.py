@@ -14,7 +14,7 @@ from .randaugment import FixMatchRandAugment
 from .sampler import sample_seed
 
 
-AUGMENTATIONS = ("cifar", "pad_crop", "none", "randaugment", "randaugment_fixmatch", "imagenet")
+AUGMENTATIONS = ("cifar", "pad_crop", "none", "randaugment", "randaugment_fixmatch", "imagenet", "detection")
 # ImageNet testing resizes the shorter side to image_size / 0.875 (256 for 224), then centre-crops.
 IMAGENET_CROP_FRACTION = 0.875
 
@@ -99,6 +99,11 @@ def build_transforms(augment: str, image_size: int, mean: Sequence[float], std: 
     (torchvision's reference ImageNet recipe, as mdistiller's ImageNet loader).
     Other test transforms only convert and normalise.
     """
+    if augment == "detection":
+        from ..errors import ConfigError
+
+        raise ConfigError("dataset.augment: 'detection' (flip with the boxes) is applied by the detection datasets "
+                          "(kdbench.data.coco), not by a per-image transform")
     after = T.Compose([T.ToDtype(torch.float32, scale=True), T.Normalize(list(mean), list(std))])
     if augment == "imagenet":
         if not train:

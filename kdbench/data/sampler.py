@@ -78,3 +78,76 @@ class ShardSampler(Sampler):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+def aspect_groups(aspect_ratios) -> list[int]:
+    """Aspect group of each image (width / height): 0 portrait (< 1), 1 landscape (>= 1), the two groups of
+    torchvision's detection reference (``--aspect-ratio-group-factor 0``)."""
+    return [int(float(r) >= 1.0) for r in aspect_ratios]
+
+
+class GroupedEpochBatchSampler(Sampler):
+    """Batches of ``(index, seed)`` pairs from an :class:`EpochSampler`, each batch drawn from one aspect group.
+
+    For the current epoch it walks the sampler's order for this rank, puts each sample in its group's bucket and
+    yields a bucket as soon as it holds ``batch_size`` samples; the samples left in the buckets then follow in
+    the sampler's order, cut into batches. So every sample of the rank comes exactly once and there are exactly
+    ``ceil(per_rank / batch_size)`` batches (the last two may mix groups). ``set_epoch(epoch, start)`` mirrors
+    EpochSampler: ``start`` counts samples (a multiple of ``batch_size``) and skips ``start // batch_size`` batches
+    of the epoch's fixed batch list (exact mid-epoch resume). Torchvision's ``GroupedBatchSampler`` groups the same
+    way but pads the leftovers with repeated samples.
+    """
+
+    def __init__(self, sampler: EpochSampler, group_ids, batch_size: int):
+        if len(group_ids) != sampler.size:
+            raise ValueError(f"{len(group_ids)} group ids for a sampler over {sampler.size} samples")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.sampler, self.group_ids, self.batch_size = sampler, [int(g) for g in group_ids], int(batch_size)
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch; ``start`` = how many of this rank's samples of that epoch were already consumed."""
+        if start % self.batch_size:
+            raise ValueError(f"start {start} is not a multiple of the batch size {self.batch_size}")
+        self.sampler.set_epoch(epoch, 0)
+        self.start = int(start)
+
+    @property
+    def per_rank(self) -> int:
+        return self.sampler.per_rank
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    @property
+    def seed(self) -> int:
+        return self.sampler.seed
+
+    def batches(self) -> list[list[tuple[int, int]]]:
+        """Every batch of the current epoch for this rank, in order (the whole epoch, ignoring ``start``)."""
+        start, self.sampler.start = self.sampler.start, 0
+        try:
+            pairs = list(iter(self.sampler))
+        finally:
+            self.sampler.start = start
+        buckets: dict[int, list[int]] = {}
+        batches, used = [], [False] * len(pairs)
+        for position, (index, _) in enumerate(pairs):
+            bucket = buckets.setdefault(self.group_ids[index], [])
+            bucket.append(position)
+            if len(bucket) == self.batch_size:
+                batches.append([pairs[p] for p in bucket])
+                for p in bucket:
+                    used[p] = True
+                bucket.clear()
+        rest = [pair for pair, done in zip(pairs, used) if not done]
+        batches.extend(rest[i:i + self.batch_size] for i in range(0, len(rest), self.batch_size))
+        return batches
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        yield from self.batches()[self.start // self.batch_size:]
+
+    def __len__(self) -> int:
+        return max(math.ceil(self.per_rank / self.batch_size) - self.start // self.batch_size, 0)

@@ -20,9 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from .. import distributed
 from ..data import build_data, train_targets
 from ..data.base import IndexedDataset, build_transforms
+from ..data.batch import Batch
 from ..errors import ConfigError
 from ..methods import BuildContext, Method, build_method
-from ..models import run_model, supports
 from ..tasks import Task, task_of
 from .logit_cache import CachePlan
 from .loop import Schedule, schedule_of
@@ -97,16 +97,14 @@ def build_context(cfg, data, device, teacher, fingerprint: str | None) -> BuildC
                         cache_dir=Path(str(cfg.store)).expanduser() / "cache", plain_train_batches=plain_train_batches)
 
 
-def size_method(method: Method, student, teacher, probe: torch.Tensor, context: BuildContext) -> None:
-    """Create the method's trainable parts from the outputs of the actual pair on ``probe`` (student in eval
-    mode, so the probe leaves its BN statistics alone), and move them to the context's device."""
-    with torch.no_grad():
-        was_training = student.training
-        student.eval()
-        s_probe = run_model(student, probe, method.needs)
-        t_probe = run_model(teacher, probe, method.needs_of("teacher")) if teacher is not None else None
-        student.train(was_training)
-    method.build(s_probe, t_probe, context)
+def size_method(method: Method, student, teacher, probe, context: BuildContext, task: Task | None = None) -> None:
+    """Create the method's trainable parts from sample outputs of the actual pair (``task.probe`` on the first
+    batch of ``probe``: a loader, or a tensor of images for classification), and move them to the context's
+    device."""
+    task = task if task is not None else task_of({})
+    if isinstance(probe, torch.Tensor):
+        probe = [Batch(probe, None, None)]
+    method.build(*task.probe(student, teacher, probe, method), context)
     method.to(context.device)
 
 
@@ -133,11 +131,11 @@ def build(cfg: DictConfig, run_dir: Path, teacher_provider, world: distributed.W
     strategy = strategy_of(cfg.optim)
     if reason := strategy.refusal(str(cfg.optim.name), precision, world.size):
         raise ConfigError(reason)
-    student, student_info = build_student(cfg, data.num_classes, data.image_size)
-    if reason := supports(student, method.needs):
+    student, student_info = build_student(cfg, data.num_classes, data.image_size, create=task.create_model)
+    if reason := task.refusal(student, method, "student"):
         raise ConfigError(f"method={cfg.method.name} cannot use student {cfg.student.name}: {reason}")
     cache_plan = CachePlan(cfg, data, method)  # refuses teacher_cache=on here, before any teacher work
-    teacher, teacher_info = _obtain_teacher(cfg, data, device, method, teacher_provider, world)
+    teacher, teacher_info = _obtain_teacher(cfg, data, device, method, task, teacher_provider, world)
 
     channels_last = resolve_channels_last(tcfg.channels_last, device)
     student.to(device=device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -152,14 +150,13 @@ def build(cfg: DictConfig, run_dir: Path, teacher_provider, world: distributed.W
     if logit_cache is not None:
         teacher_info = {**teacher_info, "logit_cache": str(logit_cache.directory), "logit_cache_built": logit_cache.built}
 
-    probe = next(iter(test_loader)).images[:2]
-    size_method(method, student, teacher, probe, build_context(cfg, data, device, teacher, fingerprint))
+    size_method(method, student, teacher, test_loader, build_context(cfg, data, device, teacher, fingerprint), task)
     student_info["extra_params"] = sum(p.numel() for p in method.parameters())
 
     optimizer = build_optimizer(cfg.optim, list(student.parameters()) + list(method.parameters()))
     scheduler = build_scheduler(cfg.optim, optimizer, schedule.scheduler_length, schedule.unit)
     step = TrainStep(student, method, optimizer, strategy, device, teacher=teacher, logit_cache=logit_cache,
-                     precision=precision, compile=bool(tcfg.compile), data_parallel=world.distributed)
+                     precision=precision, compile=bool(tcfg.compile), data_parallel=world.distributed, task=task)
     return Run(cfg=cfg, run_dir=Path(run_dir), resolved=resolved, world=world, device=device, precision=precision,
                seed=seed, batch_per_rank=batch_per_rank, task=task, data=data, student=student,
                student_info=student_info, teacher=teacher, teacher_info=teacher_info, method=method,
@@ -167,7 +164,7 @@ def build(cfg: DictConfig, run_dir: Path, teacher_provider, world: distributed.W
                optimizer=optimizer, scheduler=scheduler, step=step, schedule=schedule)
 
 
-def _obtain_teacher(cfg, data, device, method: Method, teacher_provider, world):
+def _obtain_teacher(cfg, data, device, method: Method, task: Task, teacher_provider, world):
     """(teacher, teacher_info): the frozen teacher when the method uses one (rank 0 obtains it first, maybe
     training it; the other ranks then load it), else (None, None)."""
     if not method.uses_teacher:
@@ -179,7 +176,7 @@ def _obtain_teacher(cfg, data, device, method: Method, teacher_provider, world):
     teacher, info = teacher_provider(cfg, data, device)
     if world.main:
         distributed.barrier()
-    if reason := supports(teacher, method.needs_of("teacher")):
+    if reason := task.refusal(teacher, method, "teacher"):
         raise ConfigError(f"method={cfg.method.name} cannot use teacher {cfg.teacher.name}: {reason}")
     seed_everything(int(cfg.seed))
     return teacher, info

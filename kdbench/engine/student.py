@@ -18,12 +18,14 @@ from ..models import create_model, load_checkpoint
 log = logging.getLogger("kdbench")
 
 
-def build_student(cfg: DictConfig, num_classes: int, image_size: int) -> tuple[torch.nn.Module, dict]:
-    """(student on CPU in train mode, info for result.json: name, resolved, params, init[, head])."""
+def build_student(cfg: DictConfig, num_classes: int, image_size: int,
+                  create=create_model) -> tuple[torch.nn.Module, dict]:
+    """(student on CPU in train mode, info for result.json: name, resolved, params, init[, head]); ``create``: the
+    task's model factory (``create(name, num_classes, image_size=, pretrained=, role=)``)."""
     scfg = cfg.student
     checkpoint = scfg.get("checkpoint")
     pretrained = bool(scfg.get("pretrained", False)) and not checkpoint
-    model = create_model(scfg.name, num_classes, image_size=image_size, pretrained=pretrained, role="student")
+    model = create(scfg.name, num_classes, image_size=image_size, pretrained=pretrained, role="student")
     info = {"name": str(scfg.name), "resolved": model.kdbench_name, "params": sum(p.numel() for p in model.parameters())}
     if checkpoint:
         info["init"] = str(Path(str(checkpoint)).expanduser())

@@ -19,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..errors import ConfigError
 from ..io import save_torch, write_json
-from ..models import create_model, load_checkpoint
+from ..models import load_checkpoint
+from ..tasks import task_of
 from ..methods import task_only_config
 from .optim import strategy_of
 
@@ -60,22 +61,20 @@ def _train_into_store(cfg: DictConfig, directory: Path, dataset_name: str) -> No
     best = directory / "run" / "checkpoints" / "best.pt"
     state = torch.load(directory / "run" / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
     # The store keeps the final (last-epoch) weights, as the community teachers are ckpt_epoch_240.pth.
+    metrics, primary = record["metrics"], task_of(cfg.dataset).primary.name
     save_torch(directory / "teacher.pth", {"model": state["model"], "epoch": state["epoch"],
-                                          "best_acc": record["metrics"]["best_top1"]})
+                                          "best_acc": metrics[f"best_{primary}"]})
     write_json(directory / "meta.json", {"name": str(cfg.teacher.name), "dataset": dataset_name,
-                                         "top1": record["metrics"]["last_top1"], "top5": record["metrics"]["last_top5"],
+                                         **{k[len("last_"):]: v for k, v in metrics.items() if k.startswith("last_")},
                                          "epochs": record["epochs_run"], "best_checkpoint": str(best)})
 
 
 def provide_teacher(cfg: DictConfig, data, device):
-    """(teacher, info) for the run: frozen, eval mode, no grad, on ``device``; info goes into result.json."""
-    from ..data.batch import DeviceBatches
-    from ..data import build_loaders
-    from ..tasks import task_of
-
-    tcfg = cfg.teacher
-    model = create_model(tcfg.name, data.num_classes, image_size=data.image_size,
-                         pretrained=bool(tcfg.pretrained) and not tcfg.checkpoint)  # a checkpoint wins
+    """(teacher, info) for the run: frozen, eval mode, no grad, on ``device``; info (with the teacher's measured
+    metrics) goes into result.json."""
+    tcfg, task = cfg.teacher, task_of(cfg.dataset)
+    model = task.create_model(tcfg.name, data.num_classes, image_size=data.image_size,
+                              pretrained=bool(tcfg.pretrained) and not tcfg.checkpoint, role="teacher")  # a checkpoint wins
     measured = None
     if tcfg.checkpoint:
         source = str(Path(str(tcfg.checkpoint)).expanduser())
@@ -91,15 +90,12 @@ def provide_teacher(cfg: DictConfig, data, device):
         source = str(directory / "teacher.pth")
         load_checkpoint(model, source)
         meta = json.loads((directory / "meta.json").read_text())
-        measured = (meta["top1"], meta["top5"])
+        measured = {m.name: meta[m.name] for m in task.metrics}
     model.eval().requires_grad_(False).to(device)
     if measured is None:
-        _, test_loader = build_loaders(data, cfg.dataset, int(cfg.trainer.batch_size), int(cfg.trainer.eval_batch_size),
-                                       pin_memory=device.type == "cuda", generator=torch.Generator())
-        scores = task_of(cfg.dataset).evaluate(model, DeviceBatches(test_loader, device), device,
-                                               str(cfg.trainer.precision), data.num_classes)
-        measured = (scores["top1"], scores["top5"])
+        measured = task.evaluate(model, task.test_loader(cfg, data, device), device, str(cfg.trainer.precision),
+                                 data.num_classes)
     info = {"name": str(tcfg.name), "resolved": model.kdbench_name, "checkpoint": source,
-            "params": sum(p.numel() for p in model.parameters()), "top1": measured[0], "top5": measured[1]}
-    log.info("teacher %s (%s): top1 %.2f top5 %.2f", tcfg.name, source, measured[0], measured[1])
+            "params": sum(p.numel() for p in model.parameters()), **measured}
+    log.info("teacher %s (%s): %s", tcfg.name, source, "  ".join(f"{k} {v:.2f}" for k, v in measured.items()))
     return model, info

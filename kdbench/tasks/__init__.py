@@ -14,7 +14,7 @@ TASKS: dict[str, type[Task]] = {"classification": ClassificationTask}
 def task_of(dataset_cfg) -> Task:
     name = str(dataset_cfg.get("task", "classification"))
     try:
-        return TASKS[name]()
+        return TASKS[name](dataset_cfg)
     except KeyError:
         raise ConfigError(f"dataset.task: unknown task '{name}'; valid: {', '.join(TASKS)}") from None
 

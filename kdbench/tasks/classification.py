@@ -12,6 +12,7 @@ from ..data.device_loader import DeviceTestLoader, DeviceTrainLoader, device_loa
 from ..data.sampler import EpochSampler, ShardSampler, epoch_seed
 from ..errors import ConfigError
 from ..engine.runtime import autocast
+from ..models import create_model, run_model, supports
 from .base import Metric, Task
 
 
@@ -19,17 +20,52 @@ class ClassificationTask(Task):
     name = "classification"
     metrics = (Metric("top1", "top-1"), Metric("top5", "top-5"))
 
+    def create_model(self, name, num_classes, image_size, pretrained=False, role="student"):
+        return create_model(name, num_classes, image_size=image_size, pretrained=pretrained, role=role)
+
+    def refusal(self, model, method, role):
+        return supports(model, method.needs_of(role))
+
+    def test_loader(self, cfg, data, device, world=None, channels_last=False):
+        """Test batches on ``device`` (this rank's shard): the device loader where the data allows it."""
+        dcfg, eval_batch = cfg.dataset, int(cfg.trainer.eval_batch_size)
+        rank, size = (world.rank, world.size) if world is not None else (0, 1)
+        if str(cfg.trainer.loader) != "torch" and not device_loadable(data, str(dcfg.augment)):
+            return DeviceTestLoader(data.test, eval_batch, dcfg.mean, dcfg.std, device, rank, size, channels_last)
+        _, test = build_loaders(data, dcfg, eval_batch, eval_batch, pin_memory=device.type == "cuda",
+                                generator=torch.Generator().manual_seed(0),
+                                test_sampler=ShardSampler(len(data.test), rank, size))
+        return DeviceBatches(test, device, channels_last)
+
+    def probe(self, student, teacher, loader, method):
+        """The pair's outputs on two test images, the student in eval mode (its BN statistics stay untouched)."""
+        images = next(iter(loader)).images[:2]
+        with torch.no_grad():
+            was_training = student.training
+            student.eval()
+            s_out = run_model(student, images, method.needs)
+            t_out = run_model(teacher, images, method.needs_of("teacher")) if teacher is not None else None
+            student.train(was_training)
+        return s_out, t_out
+
     def loaders(self, cfg, data, world, batch_per_rank, device, views, channels_last):
         """The device loader (dataset resident on the device, batched augmentation) when the data and the
-        augmentation allow it and ``trainer.loader`` agrees, else torch's DataLoader; both yield the same
-        :class:`Batch` on the device, and the same samples and views (order and augmentation seeded by
-        run seed, epoch and sample)."""
+        augmentation allow it and ``trainer.loader`` agrees; for ImageFolder trees the JPEG tensor path
+        (``kdbench.data.jpeg``: decode_jpeg on the device or in CPU workers, uint8 v2 transforms); else torch's
+        DataLoader over PIL images. All yield the same :class:`Batch` on the device, and the same samples and
+        views (order and augmentation seeded by run seed, epoch and sample)."""
+        from ..data.jpeg import build_jpeg_loaders, jpeg_unavailable
+
         dcfg = cfg.dataset
         sampler = EpochSampler(len(data.train), int(cfg.seed), shuffle=True, rank=world.rank, world=world.size)
         wanted = str(cfg.trainer.loader)
-        reason = device_loadable(data, str(dcfg.augment)) or ("the method asks for extra views" if views else None)
+        extra_views = "the method asks for extra views" if views else None
+        reason = device_loadable(data, str(dcfg.augment)) or extra_views
         if wanted == "device" and reason:
             raise ConfigError(f"trainer.loader: device loader unavailable: {reason}; valid here: torch, auto")
+        jpeg_reason = jpeg_unavailable(data, str(dcfg.augment)) or extra_views
+        if wanted == "jpeg" and jpeg_reason:
+            raise ConfigError(f"trainer.loader: JPEG tensor loader unavailable: {jpeg_reason}; valid here: torch, auto")
         eval_batch = int(cfg.trainer.eval_batch_size)
         if wanted in ("device", "auto") and not reason:
             train = DeviceTrainLoader(data.train, sampler, batch_per_rank, str(dcfg.augment), dcfg.mean, dcfg.std,
@@ -37,6 +73,12 @@ class ClassificationTask(Task):
             test = DeviceTestLoader(data.test, eval_batch, dcfg.mean, dcfg.std, device, world.rank, world.size,
                                     channels_last)
             return train, sampler, test, "device"
+        if wanted in ("jpeg", "auto") and not jpeg_reason:
+            train, test = build_jpeg_loaders(
+                data.train.samples, data.test.samples, sampler, ShardSampler(len(data.test), world.rank, world.size),
+                batch_per_rank, eval_batch, data.image_size, dcfg.mean, dcfg.std, device, channels_last,
+                workers=int(dcfg.get("num_workers", 0) or 0))
+            return train, sampler, test, "jpeg"
         train, test = build_loaders(
             data, dcfg, batch_per_rank, eval_batch, pin_memory=device.type == "cuda",
             generator=torch.Generator().manual_seed(0), views=views, train_sampler=sampler,
@@ -48,7 +90,7 @@ class ClassificationTask(Task):
                 DeviceBatches(test, device, channels_last), "torch")
 
     @torch.inference_mode()
-    def evaluate(self, model, loader, device, precision, num_classes, sharded=False):
+    def evaluate(self, model, loader, device, precision, num_classes, sharded=False, out_dir=None):
         """Top-1 / top-5 accuracy in percent, accumulated on the device with torchmetrics."""
         was_training = model.training
         model.eval()

@@ -2,7 +2,9 @@
 and megvii-research/mdistiller ``mdistiller/models/cifar/``.
 
 Importing this package registers every model in timm's registry as
-``cifar_<lowercase name>``; :data:`ZOO_MODELS` maps the canonical names (as the
+``cifar_<lowercase name>``, with a CIFAR-100 ``pretrained_cfg`` (3x32x32 input, no hosted weights), so the
+zoo answers timm's whole model interface (``features_only``, ``out_indices``, ``forward_intermediates``,
+``resolve_data_config``, torch.fx, TorchScript); :data:`ZOO_MODELS` maps the canonical names (as the
 reference repositories spell them) to those registry names::
 
     model = timm.create_model(ZOO_MODELS["resnet32x4"], num_classes=100)
@@ -11,10 +13,14 @@ reference repositories spell them) to those registry names::
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, Dict
 
-from . import mobilenetv2, resnet, resnetv2, shufflenetv1, shufflenetv2, vgg, wrn  # noqa: F401  (registers the models)
-from ._base import CifarNet
+# the zoo's pretrained_cfgs by registry name, filled as the family modules register their models (timm's
+# register_model reads a module's ``default_cfgs``)
+default_cfgs: Dict[str, Dict[str, Any]] = {}
+
+from . import mobilenetv2, resnet, resnetv2, shufflenetv1, shufflenetv2, vgg, wrn  # noqa: E402,F401  (registers the models)
+from ._base import CifarNet  # noqa: E402
 
 __all__ = ["CifarNet", "ZOO_MODELS", "create_zoo_model"]
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import CifarNet, build_model, init_kaiming_fan_out, register, run_stages, stage_info
+from ._base import CifarNet, build_model, init_kaiming_fan_out, register, run_stages, stage_info, zoo_cfg
 
 __all__ = [
     "BasicBlock", "CifarResNet",
@@ -63,8 +63,10 @@ class CifarResNet(CifarNet):
     """CIFAR ResNet with basic blocks; ``depth = 6n + 2``, ``widths`` = (stem, stage1, stage2, stage3)."""
 
     _head_attr = "fc"
+    _stage_modules = (("conv1", "bn1", "relu"), ("layer1",), ("layer2",), ("layer3",))
 
-    def __init__(self, depth: int = 20, widths: Sequence[int] = (16, 16, 32, 64), num_classes: int = 100):
+    def __init__(self, depth: int = 20, widths: Sequence[int] = (16, 16, 32, 64), num_classes: int = 100,
+                 in_chans: int = 3, global_pool: str = "avg"):
         super().__init__()
         if depth < 8 or (depth - 2) % 6 != 0:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2 (8, 14, 20, ...), got {depth}")
@@ -76,14 +78,15 @@ class CifarResNet(CifarNet):
         self.num_classes = int(num_classes)
         self.num_features = w[3] * BasicBlock.expansion
 
-        self.conv1 = nn.Conv2d(3, w[0], kernel_size=3, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_chans, w[0], kernel_size=3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(w[0])
         self.relu = nn.ReLU(inplace=True)
         self._in_chs = w[0]
         self.layer1 = self._make_stage(w[1], n, stride=1)
         self.layer2 = self._make_stage(w[2], n, stride=2)
         self.layer3 = self._make_stage(w[3], n, stride=2)
-        self.fc = nn.Linear(self.num_features, self.num_classes)
+        self._init_pool(global_pool)
+        self.fc = self._make_classifier(self.num_classes)
 
         self.feature_info = stage_info(
             [w[0], w[1], w[2], w[3]], [1, 1, 2, 4], ["relu", "layer1", "layer2", "layer3"]
@@ -108,6 +111,15 @@ class CifarResNet(CifarNet):
         """The BN ending the residual branch of each stage's last block (``bn2``), one per pre-activation map
         after the stem (mdistiller ``get_bn_before_relu``; OFD derives its margins from them)."""
         return [stage[-1].bn2 for stage in (self.layer1, self.layer2, self.layer3)]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer1(x)
+        x = self.layer2(x)
+        return self.layer3(x)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
 
     def _forward_impl(self, x: torch.Tensor, want_preact: bool):
         return run_stages(self.relu(self.bn1(self.conv1(x))), (self.layer1, self.layer2, self.layer3))
@@ -155,55 +167,57 @@ def resnet32x4(num_classes: int = 100, **kwargs) -> CifarResNet:
 
 # ---- timm registry entry points ------------------------------------------
 
-@register
+_CFG = zoo_cfg(pool_size=(8, 8), first_conv="conv1", classifier="fc")
+
+@register(_CFG)
 def cifar_resnet8(pretrained=False, **kwargs):
     """CIFAR ResNet-8, widths 16-16-32-64."""
-    return build_model("cifar_resnet8", resnet8, pretrained, kwargs)
+    return build_model("cifar_resnet8", resnet8, pretrained, kwargs, feature_levels=4)
 
 
-@register
+@register(_CFG)
 def cifar_resnet14(pretrained=False, **kwargs):
     """CIFAR ResNet-14, widths 16-16-32-64."""
-    return build_model("cifar_resnet14", resnet14, pretrained, kwargs)
+    return build_model("cifar_resnet14", resnet14, pretrained, kwargs, feature_levels=4)
 
 
-@register
+@register(_CFG)
 def cifar_resnet20(pretrained=False, **kwargs):
     """CIFAR ResNet-20, widths 16-16-32-64."""
-    return build_model("cifar_resnet20", resnet20, pretrained, kwargs)
+    return build_model("cifar_resnet20", resnet20, pretrained, kwargs, feature_levels=4)
 
 
-@register
+@register(_CFG)
 def cifar_resnet32(pretrained=False, **kwargs):
     """CIFAR ResNet-32, widths 16-16-32-64."""
-    return build_model("cifar_resnet32", resnet32, pretrained, kwargs)
+    return build_model("cifar_resnet32", resnet32, pretrained, kwargs, feature_levels=4)
 
 
-@register
+@register(_CFG)
 def cifar_resnet44(pretrained=False, **kwargs):
     """CIFAR ResNet-44, widths 16-16-32-64."""
-    return build_model("cifar_resnet44", resnet44, pretrained, kwargs)
+    return build_model("cifar_resnet44", resnet44, pretrained, kwargs, feature_levels=4)
 
 
-@register
+@register(_CFG)
 def cifar_resnet56(pretrained=False, **kwargs):
     """CIFAR ResNet-56, widths 16-16-32-64."""
-    return build_model("cifar_resnet56", resnet56, pretrained, kwargs)
+    return build_model("cifar_resnet56", resnet56, pretrained, kwargs, feature_levels=4)
 
 
-@register
+@register(_CFG)
 def cifar_resnet110(pretrained=False, **kwargs):
     """CIFAR ResNet-110, widths 16-16-32-64."""
-    return build_model("cifar_resnet110", resnet110, pretrained, kwargs)
+    return build_model("cifar_resnet110", resnet110, pretrained, kwargs, feature_levels=4)
 
 
-@register
+@register(_CFG)
 def cifar_resnet8x4(pretrained=False, **kwargs):
     """CIFAR ResNet-8, 4x widths 32-64-128-256."""
-    return build_model("cifar_resnet8x4", resnet8x4, pretrained, kwargs)
+    return build_model("cifar_resnet8x4", resnet8x4, pretrained, kwargs, feature_levels=4)
 
 
-@register
+@register(_CFG)
 def cifar_resnet32x4(pretrained=False, **kwargs):
     """CIFAR ResNet-32, 4x widths 32-64-128-256."""
-    return build_model("cifar_resnet32x4", resnet32x4, pretrained, kwargs)
+    return build_model("cifar_resnet32x4", resnet32x4, pretrained, kwargs, feature_levels=4)
