@@ -6,8 +6,9 @@ COCO's non-contiguous category ids map to contiguous labels 1..K in sorted-id or
 convention). The splits follow Detectron2's COCO loading (``data/datasets/coco.py``, ``DatasetMapper``):
 
 - training: crowd annotations are dropped, boxes are clipped to the image and those of zero width or height removed
-  (``filter_empty_instances``), images left with no box are dropped (``DATALOADER.FILTER_EMPTY_ANNOTATIONS``);
-  augmentation = horizontal flip p=0.5, drawn from the sample seed.
+  (``filter_empty_instances``), images left with no box are dropped (``DATALOADER.FILTER_EMPTY_ANNOTATIONS`` drops
+  those without a non-crowd annotation; the rare image whose only boxes have zero size, which Detectron2 keeps
+  empty, is dropped too, as torchvision's reference does); augmentation = horizontal flip p=0.5 from the sample seed.
 - evaluation: every image and every annotation as in the json (crowd flagged), boxes unclipped, no augmentation, so
   the targets score exactly as pycocotools ``COCOeval`` scores the json.
 
