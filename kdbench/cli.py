@@ -181,6 +181,7 @@ def run(cfg: DictConfig) -> dict | None:
     from .engine.runtime import select_device
     from .engine.teacher import provide_teacher
     from .engine.trainer import CHECKPOINT_DIR, LAST, TrainingFailed, train
+    from .tasks import task_of
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -223,9 +224,9 @@ def run(cfg: DictConfig) -> dict | None:
         raise SystemExit(1)
     finally:
         distributed.shutdown()
-    m = record["metrics"]
-    log.info("done: last top1 %.2f, best top1 %.2f (epoch %d); result: %s", m["last_top1"], m["best_top1"],
-             m["best_epoch"], run_dir / "result.json")
+    m, primary = record["metrics"], task_of(cfg.dataset).primary.name
+    log.info("done: last %s %.2f, best %s %.2f (epoch %d); result: %s", primary, m[f"last_{primary}"], primary,
+             m[f"best_{primary}"], m["best_epoch"], run_dir / "result.json")
     return record
 
 

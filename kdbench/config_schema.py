@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ValidationError, ConfigKeyError
@@ -70,6 +70,7 @@ class TeacherSchema:
     train_if_missing: bool = True
     train_epochs: int = 240
     seed: int = 0
+    recipe: Dict[str, Any] = field(default_factory=dict)  # the store-trained teacher's own trainer/optim keys
 
 
 @dataclass

@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .. import distributed
-from ..data import build_data, train_targets
+from ..data import build_data
 from ..data.base import IndexedDataset, build_transforms
 from ..data.batch import Batch
 from ..errors import ConfigError
@@ -81,18 +81,19 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def build_context(cfg, data, device, teacher, fingerprint: str | None) -> BuildContext:
+def build_context(cfg, data, device, teacher, fingerprint: str | None, task: Task) -> BuildContext:
     """What ``Method.build`` may use besides sample outputs (the training labels, the frozen teacher, a cache
     folder, an un-augmented pass over the training set)."""
     dcfg = cfg.dataset
-    plain = IndexedDataset(data.train, build_transforms(dcfg.augment, data.image_size, dcfg.mean, dcfg.std, train=False))
 
     def plain_train_batches():
+        plain = IndexedDataset(data.train, build_transforms(dcfg.augment, data.image_size, dcfg.mean, dcfg.std,
+                                                            train=False))
         loader = torch.utils.data.DataLoader(plain, batch_size=int(cfg.trainer.eval_batch_size), shuffle=False)
         for images, targets, index in loader:
             yield images.to(device), targets.to(device), index.to(device)
 
-    return BuildContext(num_classes=data.num_classes, train_targets=train_targets(data), device=device,
+    return BuildContext(num_classes=data.num_classes, train_targets=task.training_labels(data), device=device,
                         teacher=teacher, teacher_fingerprint=fingerprint,
                         cache_dir=Path(str(cfg.store)).expanduser() / "cache", plain_train_batches=plain_train_batches)
 
@@ -150,7 +151,7 @@ def build(cfg: DictConfig, run_dir: Path, teacher_provider, world: distributed.W
     if logit_cache is not None:
         teacher_info = {**teacher_info, "logit_cache": str(logit_cache.directory), "logit_cache_built": logit_cache.built}
 
-    size_method(method, student, teacher, test_loader, build_context(cfg, data, device, teacher, fingerprint), task)
+    size_method(method, student, teacher, test_loader, build_context(cfg, data, device, teacher, fingerprint, task), task)
     student_info["extra_params"] = sum(p.numel() for p in method.parameters())
 
     optimizer = build_optimizer(cfg.optim, list(student.parameters()) + list(method.parameters()))

@@ -195,8 +195,9 @@ def _evaluate_and_record(run, state: TrainState, tracker, bar, sums: Sums, inter
     if world.distributed:  # evaluate and checkpoint with rank 0's BN statistics on every rank
         for buffer in run.student.buffers():
             torch.distributed.broadcast(buffer, 0)
+    final = end >= run.schedule.total_steps  # the final evaluation also writes the task's own files
     metrics = task.evaluate(run.student, run.test_loader, device, run.precision, run.data.num_classes,
-                            sharded=world.distributed)
+                            sharded=world.distributed, out_dir=run.run_dir if final else None)
     state.train_time_s += seconds
     state.train_images += seen
     losses = dict(zip(sums.names, means[1:]))

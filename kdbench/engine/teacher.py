@@ -28,13 +28,15 @@ log = logging.getLogger("kdbench")
 
 
 def store_dir(cfg: DictConfig, dataset_name: str) -> Path:
-    t = cfg.teacher
-    return (Path(str(cfg.store)).expanduser() / "teachers" / dataset_name / str(t.name)
-            / f"e{int(t.train_epochs)}-s{int(t.seed)}")
+    """``<store>/teachers/<dataset>/<arch>/e<epochs>-s<seed>`` (``i<iterations>`` for an iteration-based recipe)."""
+    t, trainer = cfg.teacher, teacher_training_config(cfg).trainer
+    length = f"i{int(trainer.iterations)}" if trainer.get("iterations") else f"e{int(t.train_epochs)}"
+    return Path(str(cfg.store)).expanduser() / "teachers" / dataset_name / str(t.name) / f"{length}-s{int(t.seed)}"
 
 
 def teacher_training_config(cfg: DictConfig) -> DictConfig:
-    """The run's config turned into the teacher's own recipe: method=ce, student=<teacher arch>."""
+    """The run's config turned into the teacher's own recipe: method=ce, student=<teacher arch>, and
+    ``teacher.recipe`` (per group: ``{trainer: {iterations: ...}, optim: {milestones: [...]}}``) over it."""
     tcfg = copy.deepcopy(cfg)
     with open_dict(tcfg):
         tcfg.method = task_only_config()
@@ -46,6 +48,9 @@ def teacher_training_config(cfg: DictConfig) -> DictConfig:
             tcfg.optim.name = task_only
         tcfg.resume = True  # a teacher run killed half-way continues where it stopped
         tcfg.logger.mode = "disabled"
+        # the teacher's own recipe where it differs from the student's (a detection teacher's 3x schedule)
+        for group, values in (cfg.teacher.get("recipe") or {}).items():
+            tcfg[group] = OmegaConf.merge(tcfg[group], values)
     return tcfg
 
 

@@ -11,7 +11,10 @@ A method declares what it wants and the engine computes exactly that:
 - ``views``: extra augmented views of each training image, ``{view name: augmentation}`` (see
   ``kdbench.data.AUGMENTATIONS``); student and teacher outputs on a view are ``output.views[name]``;
 - ``task_terms``: which of the returned terms are the task loss (optimisers such as DOT treat task and
-  distillation gradients apart; every other term is distillation).
+  distillation gradients apart; every other term is distillation);
+- ``needs_training_samples``: the method works on training samples as such: state kept per sample and keyed by
+  ``batch.index`` (CRD's memory banks) or statistics of a pass over the training images (ND's teacher class
+  means); tasks whose scored items are not training images (a detector's RoIs) refuse it.
 
 ``build`` creates trainable parts (connectors, projectors, memory banks) from sample outputs of the actual
 pair and a :class:`BuildContext` (training targets, the frozen teacher for statistics, a cache directory), so
@@ -67,6 +70,7 @@ class Method(nn.Module):
     teacher_batch_stats: ClassVar[bool] = False
     views: ClassVar[dict[str, str]] = {}
     task_terms: ClassVar[frozenset[str]] = frozenset({"ce"})
+    needs_training_samples: ClassVar[bool] = False
 
     @classmethod
     def needs_of(cls, role: str) -> frozenset[str]:

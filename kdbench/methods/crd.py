@@ -45,6 +45,7 @@ def _embed(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 @register_method("crd")
 class CRD(Method):
     needs = frozenset({"logits", "embedding"})
+    needs_training_samples = True  # memory banks indexed by training-sample index
 
     def __init__(self, ce_weight: float = 1.0, crd_weight: float = 0.8, kd_weight: float = 0.0,
                  temperature: float = 4.0, feat_dim: int = 128, nce_k: int = 16384, nce_t: float = 0.07,

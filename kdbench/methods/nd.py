@@ -67,6 +67,7 @@ def embedding_projector(student_dim: int, teacher_dim: int) -> nn.Module:
 
 @register_method("nd")
 class ND(Method):
+    needs_training_samples = True  # the teacher's class means come from a pass over the training images
     needs = frozenset({"logits", "embedding"})
 
     def __init__(self, ce_weight: float = 1.0, nd_weight: float = 2.0):

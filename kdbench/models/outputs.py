@@ -23,6 +23,7 @@ class ModelOutput:
     stages: list[torch.Tensor] | None = None
     preact: list[torch.Tensor] | None = None
     views: dict[str, "ModelOutput"] = field(default_factory=dict)  # outputs on a method's extra views
+    paired: dict | None = None  # what a teacher's pass pairs with (a detector's transformed images, proposals)
 
 
 def supports(model: nn.Module, needs: Iterable[str]) -> str | None:

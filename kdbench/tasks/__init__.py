@@ -7,8 +7,9 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .base import Metric, Task
 from .classification import ClassificationTask
+from .detection import DetectionTask
 
-TASKS: dict[str, type[Task]] = {"classification": ClassificationTask}
+TASKS: dict[str, type[Task]] = {"classification": ClassificationTask, "detection": DetectionTask}
 
 
 def task_of(dataset_cfg) -> Task:

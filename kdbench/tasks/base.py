@@ -83,6 +83,11 @@ class Task:
     def test_loader(self, cfg, data, device, world=None, channels_last: bool = False):
         raise NotImplementedError
 
+    def training_labels(self, data) -> torch.Tensor:
+        """(N,) int64 labels of the training samples in index order, for methods that need them (CRD's negative
+        sampler); empty where samples have no single label."""
+        raise NotImplementedError
+
     # -- the step -----------------------------------------------------------------------------------------------
     def forward_student(self, model, batch, method) -> tuple[ModelOutput, Any, dict[str, torch.Tensor]]:
         """(the student's outputs for the method, the batch the method scores them against, the losses the model

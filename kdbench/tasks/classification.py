@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..data import build_loaders
+from ..data import build_loaders, train_targets
 from ..data.augment import view_ids
 from ..data.batch import DeviceBatches
 from ..data.device_loader import DeviceTestLoader, DeviceTrainLoader, device_loadable
@@ -36,6 +36,9 @@ class ClassificationTask(Task):
                                 generator=torch.Generator().manual_seed(0),
                                 test_sampler=ShardSampler(len(data.test), rank, size))
         return DeviceBatches(test, device, channels_last)
+
+    def training_labels(self, data):
+        return train_targets(data)
 
     def probe(self, student, teacher, loader, method):
         """The pair's outputs on two test images, the student in eval mode (its BN statistics stay untouched)."""
