@@ -91,9 +91,10 @@ class DetectionTask(Task):
         sampler = EpochSampler(len(data.train), int(cfg.seed), shuffle=True, rank=world.rank, world=world.size)
         batches = GroupedEpochBatchSampler(sampler, aspect_groups(data.train.aspect_ratios()), batch_per_rank)
         workers = self._workers(cfg)
+        # a generator of its own: creating an iterator never draws from the global RNG (exact resume)
         train = torch.utils.data.DataLoader(data.train, batch_sampler=batches, collate_fn=detection_collate,
                                             num_workers=workers, pin_memory=device.type == "cuda",
-                                            persistent_workers=workers > 0)
+                                            persistent_workers=workers > 0, generator=torch.Generator().manual_seed(0))
         return DetectionBatches(train, device), batches, self.test_loader(cfg, data, device, world), "torch"
 
     def test_loader(self, cfg, data, device, world=None, channels_last=False):
@@ -102,7 +103,7 @@ class DetectionTask(Task):
         test = torch.utils.data.DataLoader(data.test, batch_size=int(cfg.trainer.eval_batch_size),
                                            sampler=ShardSampler(len(data.test), rank, size),
                                            collate_fn=detection_collate, num_workers=workers,
-                                           pin_memory=device.type == "cuda")
+                                           pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(0))
         return DetectionBatches(test, device)
 
     def training_labels(self, data):
