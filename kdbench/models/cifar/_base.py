@@ -15,7 +15,8 @@ Models are built through timm's ``build_model_with_cfg`` with a CIFAR ``pretrain
 ``features_only``, ``out_indices``, ``pretrained_cfg`` and ``resolve_data_config`` work as for timm's own models.
 """
 
-from __future__ import annotations
+# no ``from __future__ import annotations`` here: torch.fx copies ``forward``'s annotations into the code of a
+# traced graph, which TorchScript must then resolve
 
 import dataclasses
 import math
@@ -75,7 +76,7 @@ def make_pool(pool_type: str) -> SelectAdaptivePool2d:
 class CifarNet(nn.Module):
     """Base class: timm's model interface, plus pre-activation maps in ``forward_intermediates``.
 
-    Subclasses set ``num_classes``, ``num_features``, ``feature_info``, ``global_pool`` (via
+    Subclasses set ``num_classes``, ``num_features``, ``feature_info``, ``global_pool`` and ``head_hidden_size`` (via
     :meth:`_init_pool`), the name of their classifier attribute in ``_head_attr`` (``fc``, ``linear`` or
     ``classifier`` as in the reference keys) and the stage tables described in the module docstring.
     """
@@ -83,10 +84,6 @@ class CifarNet(nn.Module):
     _head_attr: str = "fc"
     _stage_modules: Tuple[Tuple[str, ...], ...] = ()
     _final_modules: Tuple[str, ...] = ()
-    num_classes: int
-    num_features: int
-    head_hidden_size: int
-    feature_info: List[Dict[str, Any]]
 
     # ---- to implement -------------------------------------------------
     def _forward_impl(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._base import CifarNet, build_model, init_fan_out_normal, register, stage_info
+from ._base import CifarNet, build_model, init_fan_out_normal, register, stage_info, zoo_cfg
 
 __all__ = ["InvertedResidual", "MobileNetV2", "mobile_half"]
 
@@ -72,15 +72,20 @@ class MobileNetV2(CifarNet):
     """MobileNetV2 for 32x32 inputs with expansion ``expand_ratio`` (T) and ``width_mult``."""
 
     _head_attr = "classifier"
+    # the stem, then the groups up to each feature group (1, 2, 4, 6)
+    _stage_modules = (("conv1",), ("blocks.0", "blocks.1"), ("blocks.2",), ("blocks.3", "blocks.4"),
+                      ("blocks.5", "blocks.6"))
+    _final_modules = ("conv2",)
 
-    def __init__(self, num_classes: int = 100, expand_ratio: int = 6, width_mult: float = 0.5):
+    def __init__(self, num_classes: int = 100, expand_ratio: int = 6, width_mult: float = 0.5, in_chans: int = 3,
+                 global_pool: str = "avg"):
         super().__init__()
         self.num_classes = int(num_classes)
         self.expand_ratio = expand_ratio
         self.width_mult = width_mult
 
         in_chs = int(32 * width_mult)
-        self.conv1 = _conv_bn_relu(3, in_chs, 3, 2)
+        self.conv1 = _conv_bn_relu(in_chans, in_chs, 3, 2)
         self.blocks = nn.ModuleList()
         chs, reds, red = [in_chs], [2], 2
         for i, (t, c, n, s) in enumerate(_SETTING):
@@ -96,7 +101,8 @@ class MobileNetV2(CifarNet):
                 reds.append(red)
         self.num_features = int(1280 * width_mult) if width_mult > 1.0 else 1280
         self.conv2 = _conv_bn_relu(in_chs, self.num_features, 1, 1)
-        self.classifier = nn.Sequential(nn.Linear(self.num_features, self.num_classes))
+        self._init_pool(global_pool)
+        self.classifier = nn.Sequential(self._make_classifier(self.num_classes))
 
         self.feature_info = stage_info(chs, reds, ["conv1"] + [f"blocks.{i}" for i in _FEAT_GROUPS])
 
@@ -112,6 +118,15 @@ class MobileNetV2(CifarNet):
         """The linear BN closing the last inverted residual of each feature group (blocks 1, 2, 4, 6), one per
         pre-activation map after the stem (mdistiller ``get_bn_before_relu``)."""
         return [self.blocks[i][-1].conv[-1] for i in _FEAT_GROUPS]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        for group in self.blocks:
+            x = group(x)
+        return self.conv2(x)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(x)
 
     def _forward_impl(self, x: torch.Tensor, want_preact: bool):
         x = self.conv1(x)
@@ -129,7 +144,7 @@ def mobile_half(num_classes: int = 100, **kwargs) -> MobileNetV2:
     return MobileNetV2(num_classes=num_classes, expand_ratio=6, width_mult=0.5, **kwargs)
 
 
-@register
+@register(zoo_cfg(pool_size=(2, 2), first_conv="conv1.0", classifier="classifier.0"))
 def cifar_mobilenetv2(pretrained=False, **kwargs):
     """CIFAR MobileNetV2 (T=6, width 0.5; CRD ``mobile_half``)."""
-    return build_model("cifar_mobilenetv2", mobile_half, pretrained, kwargs)
+    return build_model("cifar_mobilenetv2", mobile_half, pretrained, kwargs, feature_levels=5)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import CifarNet, build_model, init_kaiming_fan_out, register, run_stages, stage_info
+from ._base import CifarNet, build_model, init_kaiming_fan_out, register, run_stages, stage_info, zoo_cfg
 
 __all__ = ["BasicBlock", "Bottleneck", "CifarResNetV2", "ResNet18", "ResNet34", "ResNet50"]
 
@@ -90,6 +90,7 @@ class CifarResNetV2(CifarNet):
     """Four-stage ResNet with a CIFAR stem."""
 
     _head_attr = "linear"
+    _stage_modules = (("conv1", "bn1", "act1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))
 
     def __init__(
         self,
@@ -97,13 +98,15 @@ class CifarResNetV2(CifarNet):
         num_blocks: Sequence[int] = (2, 2, 2, 2),
         num_classes: int = 100,
         zero_init_residual: bool = False,
+        in_chans: int = 3,
+        global_pool: str = "avg",
     ):
         super().__init__()
         planes = (64, 128, 256, 512)
         self.num_classes = int(num_classes)
         self.num_features = planes[3] * block.expansion
 
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.act1 = nn.ReLU(inplace=True)
         in_chs = 64
@@ -113,7 +116,8 @@ class CifarResNetV2(CifarNet):
                 blocks.append(block(in_chs, planes[s], (1 if s == 0 else 2) if i == 0 else 1))
                 in_chs = planes[s] * block.expansion
             setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
-        self.linear = nn.Linear(self.num_features, self.num_classes)
+        self._init_pool(global_pool)
+        self.linear = self._make_classifier(self.num_classes)
 
         self.feature_info = stage_info(
             [64] + [p * block.expansion for p in planes],
@@ -135,6 +139,16 @@ class CifarResNetV2(CifarNet):
         stages = (self.layer1, self.layer2, self.layer3, self.layer4)
         return [s[-1].bn3 if isinstance(s[-1], Bottleneck) else s[-1].bn2 for s in stages]
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        return self.layer4(x)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
     def _forward_impl(self, x: torch.Tensor, want_preact: bool):
         return run_stages(self.act1(self.bn1(self.conv1(x))), (self.layer1, self.layer2, self.layer3, self.layer4))
 
@@ -151,19 +165,22 @@ def ResNet50(num_classes: int = 100, **kwargs) -> CifarResNetV2:
     return CifarResNetV2(Bottleneck, (3, 4, 6, 3), num_classes=num_classes, **kwargs)
 
 
-@register
+_CFG = zoo_cfg(pool_size=(4, 4), first_conv="conv1", classifier="linear")
+
+
+@register(_CFG)
 def cifar_resnet18(pretrained=False, **kwargs):
     """CIFAR ResNet-18 (basic blocks 2-2-2-2, 64-512 planes)."""
-    return build_model("cifar_resnet18", ResNet18, pretrained, kwargs)
+    return build_model("cifar_resnet18", ResNet18, pretrained, kwargs, feature_levels=5)
 
 
-@register
+@register(_CFG)
 def cifar_resnet34(pretrained=False, **kwargs):
     """CIFAR ResNet-34 (basic blocks 3-4-6-3, 64-512 planes)."""
-    return build_model("cifar_resnet34", ResNet34, pretrained, kwargs)
+    return build_model("cifar_resnet34", ResNet34, pretrained, kwargs, feature_levels=5)
 
 
-@register
+@register(_CFG)
 def cifar_resnet50(pretrained=False, **kwargs):
     """CIFAR ResNet-50 (bottlenecks 3-4-6-3, 2048-d embedding)."""
-    return build_model("cifar_resnet50", ResNet50, pretrained, kwargs)
+    return build_model("cifar_resnet50", ResNet50, pretrained, kwargs, feature_levels=5)

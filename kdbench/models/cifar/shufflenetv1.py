@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import CifarNet, build_model, register, run_stages, stage_info
+from ._base import CifarNet, build_model, register, run_stages, stage_info, zoo_cfg
 
 __all__ = ["channel_shuffle", "ShuffleV1Block", "ShuffleNetV1", "shufflev1"]
 
@@ -32,7 +32,7 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Interleave the channels of ``groups`` equal groups: (g, C/g) -> (C/g, g)."""
     if groups == 1:
         return x
-    n, c, h, w = x.shape
+    n, c, h, w = x.size()
     return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
@@ -71,6 +71,7 @@ class ShuffleNetV1(CifarNet):
     """ShuffleNetV1 for 32x32 inputs."""
 
     _head_attr = "linear"
+    _stage_modules = (("conv1", "bn1", "act1"), ("layer1",), ("layer2",), ("layer3",))
 
     def __init__(
         self,
@@ -79,12 +80,14 @@ class ShuffleNetV1(CifarNet):
         num_blocks: Sequence[int] = (4, 8, 4),
         groups: int = 3,
         stem_chs: int = 24,
+        in_chans: int = 3,
+        global_pool: str = "avg",
     ):
         super().__init__()
         self.num_classes = int(num_classes)
         self.num_features = int(out_planes[2])
 
-        self.conv1 = nn.Conv2d(3, stem_chs, kernel_size=1, bias=False)
+        self.conv1 = nn.Conv2d(in_chans, stem_chs, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem_chs)
         self.act1 = nn.ReLU(inplace=True)
         in_chs = stem_chs
@@ -97,11 +100,21 @@ class ShuffleNetV1(CifarNet):
                 blocks.append(ShuffleV1Block(in_chs, branch, stride, groups, first_groups=first))
                 in_chs = out_planes[s]
             setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
-        self.linear = nn.Linear(out_planes[2], self.num_classes)
+        self._init_pool(global_pool)
+        self.linear = self._make_classifier(self.num_classes)
 
         self.feature_info = stage_info(
             [stem_chs, *out_planes], [1, 2, 4, 8], ["act1", "layer1", "layer2", "layer3"]
         )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.layer1(x)
+        x = self.layer2(x)
+        return self.layer3(x)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
 
     def _forward_impl(self, x: torch.Tensor, want_preact: bool):
         return run_stages(self.act1(self.bn1(self.conv1(x))), (self.layer1, self.layer2, self.layer3))
@@ -114,7 +127,7 @@ def shufflev1(num_classes: int = 100, **kwargs) -> ShuffleNetV1:
 ShuffleV1 = shufflev1
 
 
-@register
+@register(zoo_cfg(pool_size=(4, 4), first_conv="conv1", classifier="linear"))
 def cifar_shufflev1(pretrained=False, **kwargs):
     """CIFAR ShuffleNetV1 (g=3, widths 240-480-960)."""
-    return build_model("cifar_shufflev1", shufflev1, pretrained, kwargs)
+    return build_model("cifar_shufflev1", shufflev1, pretrained, kwargs, feature_levels=4)

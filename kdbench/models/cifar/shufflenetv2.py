@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import CifarNet, build_model, register, stage_info
+from ._base import CifarNet, build_model, register, stage_info, zoo_cfg
 from .shufflenetv1 import channel_shuffle
 
 __all__ = ["ShuffleV2DownBlock", "ShuffleV2Block", "ShuffleNetV2", "shufflev2"]
@@ -38,6 +38,7 @@ class ShuffleV2Block(nn.Module):
         super().__init__()
         self.split_ratio = split_ratio
         half = int(chs * split_ratio)
+        self.split_chs = half  # the reference's int(x.size(1) * ratio), fixed here so that fx can trace it
         self.conv1 = nn.Conv2d(half, half, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm2d(half)
         self.conv2 = nn.Conv2d(half, half, kernel_size=3, stride=1, padding=1, groups=half, bias=False)
@@ -46,7 +47,7 @@ class ShuffleV2Block(nn.Module):
         self.bn3 = nn.BatchNorm2d(half)
 
     def _branch(self, x: torch.Tensor):
-        c = int(x.shape[1] * self.split_ratio)
+        c = self.split_chs
         keep, x2 = x[:, :c], x[:, c:]
         out = F.relu(self.bn1(self.conv1(x2)), inplace=True)
         out = self.bn2(self.conv2(out))
@@ -94,6 +95,8 @@ class ShuffleNetV2(CifarNet):
     """ShuffleNetV2 for 32x32 inputs; ``stage_chs`` = (stage1, stage2, stage3, last conv)."""
 
     _head_attr = "linear"
+    _stage_modules = (("conv1", "bn1", "act1"), ("layer1",), ("layer2",), ("layer3",))
+    _final_modules = ("conv2", "bn2", "act2")
 
     def __init__(
         self,
@@ -101,12 +104,14 @@ class ShuffleNetV2(CifarNet):
         stage_chs: Sequence[int] = (116, 232, 464, 1024),
         num_blocks: Sequence[int] = (3, 7, 3),
         stem_chs: int = 24,
+        in_chans: int = 3,
+        global_pool: str = "avg",
     ):
         super().__init__()
         self.num_classes = int(num_classes)
         self.num_features = int(stage_chs[3])
 
-        self.conv1 = nn.Conv2d(3, stem_chs, kernel_size=1, bias=False)
+        self.conv1 = nn.Conv2d(in_chans, stem_chs, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem_chs)
         self.act1 = nn.ReLU(inplace=True)
         in_chs = stem_chs
@@ -118,11 +123,22 @@ class ShuffleNetV2(CifarNet):
         self.conv2 = nn.Conv2d(stage_chs[2], stage_chs[3], kernel_size=1, stride=1, padding=0, bias=False)
         self.bn2 = nn.BatchNorm2d(stage_chs[3])
         self.act2 = nn.ReLU(inplace=True)
-        self.linear = nn.Linear(stage_chs[3], self.num_classes)
+        self._init_pool(global_pool)
+        self.linear = self._make_classifier(self.num_classes)
 
         self.feature_info = stage_info(
             [stem_chs, *stage_chs[:3]], [1, 2, 4, 8], ["act1", "layer1", "layer2", "layer3"]
         )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        return self.act2(self.bn2(self.conv2(x)))
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
 
     def _forward_impl(self, x: torch.Tensor, want_preact: bool):
         x = self.act1(self.bn1(self.conv1(x)))
@@ -147,7 +163,7 @@ def shufflev2(num_classes: int = 100, **kwargs) -> ShuffleNetV2:
 ShuffleV2 = shufflev2
 
 
-@register
+@register(zoo_cfg(pool_size=(4, 4), first_conv="conv1", classifier="linear"))
 def cifar_shufflev2(pretrained=False, **kwargs):
     """CIFAR ShuffleNetV2 1.0x (widths 116-232-464, 1024-d head conv)."""
-    return build_model("cifar_shufflev2", shufflev2, pretrained, kwargs)
+    return build_model("cifar_shufflev2", shufflev2, pretrained, kwargs, feature_levels=4)

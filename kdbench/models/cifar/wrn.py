@@ -24,12 +24,13 @@ way (RepDistiller's plain ``forward`` does not do it, nor does the default here)
 from __future__ import annotations
 
 import math
+from typing import List
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import CifarNet, build_model, register, stage_info
+from ._base import CifarNet, build_model, register, stage_info, zoo_cfg
 
 __all__ = ["WideBlock", "WideStage", "WideResNet", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2"]
 
@@ -91,6 +92,8 @@ class WideResNet(CifarNet):
     """WRN-depth-widen_factor for 32x32 inputs (``depth = 6n + 4``)."""
 
     _head_attr = "fc"
+    _stage_modules = (("conv1",), ("block1",), ("block2",), ("block3",))
+    _final_modules = ("bn1",)
 
     def __init__(
         self,
@@ -99,6 +102,8 @@ class WideResNet(CifarNet):
         num_classes: int = 100,
         drop_rate: float = 0.0,
         repeat_preact_bn: bool = False,
+        in_chans: int = 3,
+        global_pool: str = "avg",
     ):
         super().__init__()
         if depth < 10 or (depth - 4) % 6 != 0:
@@ -111,12 +116,13 @@ class WideResNet(CifarNet):
         self.num_classes = int(num_classes)
         self.num_features = chs[3]
 
-        self.conv1 = nn.Conv2d(3, chs[0], kernel_size=3, stride=1, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_chans, chs[0], kernel_size=3, stride=1, padding=1, bias=False)
         self.block1 = WideStage(n, chs[0], chs[1], 1, drop_rate)
         self.block2 = WideStage(n, chs[1], chs[2], 2, drop_rate)
         self.block3 = WideStage(n, chs[2], chs[3], 2, drop_rate)
         self.bn1 = nn.BatchNorm2d(chs[3])
-        self.fc = nn.Linear(chs[3], self.num_classes)
+        self._init_pool(global_pool)
+        self.fc = self._make_classifier(self.num_classes)
 
         self.feature_info = stage_info(chs, [1, 1, 2, 4], ["conv1", "block1", "block2", "block3"])
 
@@ -135,6 +141,34 @@ class WideResNet(CifarNet):
         ``block3.layer[0].bn1`` and the final ``bn1`` (mdistiller ``get_bn_before_relu``)."""
         return [self.block2.layer[0].bn1, self.block3.layer[0].bn1, self.bn1]
 
+    def _repeat_bns(self, f1: torch.Tensor, f2: torch.Tensor, f3: torch.Tensor) -> None:
+        """mdistiller quirk: a second pass through the pre-activation BNs (outputs unused, running statistics
+        updated once more), in train mode with ``repeat_preact_bn``."""
+        if self.repeat_preact_bn and self.training:
+            with torch.no_grad():
+                self.block2.layer[0].bn1(f1)
+                self.block3.layer[0].bn1(f2)
+                self.bn1(f3)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        f1 = self.block1(self.conv1(x))
+        f2 = self.block2(f1)
+        f3 = self.block3(f2)
+        x = F.relu(self.bn1(f3))
+        self._repeat_bns(f1, f2, f3)
+        return x
+
+    def _forward_final(self, x: torch.Tensor, feats: List[torch.Tensor]) -> torch.Tensor:
+        out = F.relu(self.bn1(x))
+        self._repeat_bns(feats[1], feats[2], x)
+        return out
+
+    def _norm_feature(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn1(x))
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
     def _forward_impl(self, x: torch.Tensor, want_preact: bool):
         f0 = self.conv1(x)
         f1 = self.block1(f0)
@@ -142,13 +176,7 @@ class WideResNet(CifarNet):
         f3, f2_pre = self.block3.forward_entry_preact(f2)
         f3_pre = self.bn1(f3)
         final = F.relu(f3_pre)
-        if self.repeat_preact_bn and self.training:
-            # mdistiller quirk: a second pass through these BNs (outputs identical,
-            # running statistics updated once more)
-            with torch.no_grad():
-                self.block2.layer[0].bn1(f1)
-                self.block3.layer[0].bn1(f2)
-                self.bn1(f3)
+        self._repeat_bns(f1, f2, f3)
         return final, [f0, f1, f2, f3], [f0, f1_pre, f2_pre, f3_pre]
 
 
@@ -168,25 +196,28 @@ def wrn_40_2(num_classes: int = 100, **kwargs) -> WideResNet:
     return WideResNet(40, 2, num_classes=num_classes, **kwargs)
 
 
-@register
+_CFG = zoo_cfg(pool_size=(8, 8), first_conv="conv1", classifier="fc")
+
+
+@register(_CFG)
 def cifar_wrn_16_1(pretrained=False, **kwargs):
     """WRN-16-1 (widths 16-16-32-64)."""
-    return build_model("cifar_wrn_16_1", wrn_16_1, pretrained, kwargs)
+    return build_model("cifar_wrn_16_1", wrn_16_1, pretrained, kwargs, feature_levels=4)
 
 
-@register
+@register(_CFG)
 def cifar_wrn_16_2(pretrained=False, **kwargs):
     """WRN-16-2 (widths 16-32-64-128)."""
-    return build_model("cifar_wrn_16_2", wrn_16_2, pretrained, kwargs)
+    return build_model("cifar_wrn_16_2", wrn_16_2, pretrained, kwargs, feature_levels=4)
 
 
-@register
+@register(_CFG)
 def cifar_wrn_40_1(pretrained=False, **kwargs):
     """WRN-40-1 (widths 16-16-32-64)."""
-    return build_model("cifar_wrn_40_1", wrn_40_1, pretrained, kwargs)
+    return build_model("cifar_wrn_40_1", wrn_40_1, pretrained, kwargs, feature_levels=4)
 
 
-@register
+@register(_CFG)
 def cifar_wrn_40_2(pretrained=False, **kwargs):
     """WRN-40-2 (widths 16-32-64-128)."""
-    return build_model("cifar_wrn_40_2", wrn_40_2, pretrained, kwargs)
+    return build_model("cifar_wrn_40_2", wrn_40_2, pretrained, kwargs, feature_levels=4)
