@@ -19,7 +19,7 @@ from typing import Any, Dict
 # register_model reads a module's ``default_cfgs``)
 default_cfgs: Dict[str, Dict[str, Any]] = {}
 
-from . import mobilenetv2, resnet, resnetv2, shufflenetv1, shufflenetv2, vgg, wrn  # noqa: E402,F401  (registers the models)
+from . import mobilenetv2, resnet, resnetv2, shufflenetv1, shufflenetv2, vgg, wrn  # noqa: E402,F401  (registration)
 from ._base import CifarNet  # noqa: E402
 
 __all__ = ["CifarNet", "ZOO_MODELS", "create_zoo_model"]

@@ -24,7 +24,6 @@ import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from timm.layers import SelectAdaptivePool2d
 from timm.models import PretrainedCfg, build_model_with_cfg, register_model
 from torch import nn
