@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -355,10 +356,30 @@ class _JpegFiles(torch.utils.data.Dataset):
         return pil_loader(self.samples[index][0]), 0
 
 
+def _worker_pids(loader) -> list[int]:
+    """The worker processes of a (wrapped) DataLoader's live iterator."""
+    inner = getattr(loader, "loader", loader)
+    return [w.pid for w in getattr(getattr(inner, "_iterator", None), "_workers", [])]
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of the processes ``pids`` so far (Linux /proc; 0 where unreadable)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def loader_only(args, device) -> str:
-    """Time the input pipelines alone on ``args.data`` (a folder of JPEGs): the PIL reference (torchvision
-    DataLoader, PIL decode, v2 RandomResizedCrop + flip + ToDtype + Normalize per sample in workers) against
-    the tensor path (kdbench.data.jpeg), both yielding normalised float batches on ``device``. Interleaved
+    """Time the input pipelines alone on ``args.data`` (a folder of JPEGs): ``pil``, kdbench's PIL path
+    (``trainer.loader=torch``: torchvision DataLoader, PIL decode, v2 RandomResizedCrop + flip + ToDtype +
+    Normalize per sample in workers, seeded per sample); ``pil-v1``, the reference codebases' unseeded
+    torchvision v1 transforms on the same DataLoader; ``tensor``, kdbench.data.jpeg; all yield normalised float
+    batches on ``device``. Interleaved
     rounds; at the start of each round a pipeline's queued batches are drained untimed, so its workers start
     the timed batches from an empty queue. Returns the markdown report."""
     import os
@@ -380,15 +401,24 @@ def loader_only(args, device) -> str:
     pil = torch.utils.data.DataLoader(
         IndexedDataset(base, pil_tf), batch_size=batch, sampler=samplers["pil"], num_workers=workers,
         pin_memory=device.type == "cuda", persistent_workers=workers > 0)
-    pipelines = {"pil": DeviceBatches(pil, device),
+    from torchvision import transforms as T1  # the reference codebases' v1 pipeline, unseeded
+
+    v1_tf = T1.Compose([T1.RandomResizedCrop(size), T1.RandomHorizontalFlip(), T1.ToTensor(),
+                        T1.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    samplers["pil-v1"] = torch.utils.data.RandomSampler(base)
+    v1 = torch.utils.data.DataLoader(
+        IndexedDataset(base, v1_tf), batch_size=batch, sampler=samplers["pil-v1"], num_workers=workers,
+        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    pipelines = {"pil": DeviceBatches(pil, device), "pil-v1": DeviceBatches(v1, device),
                  "tensor": JpegLoader(base.samples, samplers["tensor"], batch, size, True, IMAGENET_MEAN,
                                       IMAGENET_STD, device, workers=workers)}
-    prefetch = {"pil": 2, "tensor": 4 if device.type == "cuda" else 2}  # the loaders' prefetch_factor
+    prefetch = {"pil": 2, "pil-v1": 2, "tensor": 4 if device.type == "cuda" else 2}  # the loaders' prefetch_factor
     queued = {name: workers * prefetch[name] for name in pipelines}
 
     def batches(name):
         for epoch in range(1, 10**9):
-            samplers[name].set_epoch(epoch)
+            if hasattr(samplers[name], "set_epoch"):
+                samplers[name].set_epoch(epoch)
             yield from pipelines[name]
 
     streams = {name: batches(name) for name in pipelines}
@@ -397,31 +427,41 @@ def loader_only(args, device) -> str:
         for _ in range(args.warmup + queued[name]):
             next(stream)
     times = {name: [] for name in streams}
+    per_cpu_s = {name: [] for name in streams}
     for r in range(args.rounds):
         for name, stream in streams.items():
             for _ in range(queued[name]):
                 next(stream)
             _sync(device)
-            t, seen = time.perf_counter(), 0
+            pids = _worker_pids(pipelines[name])
+            t, cpu, seen = time.perf_counter(), time.process_time() + _cpu_seconds(pids), 0
             for _ in range(per_round):
                 seen += len(next(stream))
             _sync(device)
-            times[name].append(seen / (time.perf_counter() - t))
+            elapsed = time.perf_counter() - t
+            times[name].append(seen / elapsed)
+            per_cpu_s[name].append(seen / (time.process_time() + _cpu_seconds(pids) - cpu))
+            time.sleep(1.5 * queued[name] * elapsed / per_round)  # its workers refill their queue before the next
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     fallbacks = pipelines["tensor"].fallbacks
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     command = "kdbench-bench " + " ".join(args.argv)
     lines = [f"Command: `{command}`", "",
              f"{len(files)} JPEGs from {args.data}; {size} px RandomResizedCrop + flip + normalise, batch {batch}, "
-             f"{workers} workers, {device.type} ({where}), {cpus} CPU cores available, torch {torch.__version__}; "
+             f"{workers} workers, {device.type} ({where}), {cpus} CPU cores available, "
+             f"{torch.get_num_threads()} torch thread(s) in the consuming process, torch {torch.__version__}; "
              f"{per_round} timed batches per pipeline in each of {args.rounds} interleaved rounds after "
-             f"{args.warmup} warm-up batches. Medians over the rounds; the ratio is the median of per-round ratios. "
+             f"{args.warmup} warm-up batches. Medians over the rounds; the ratios are medians of per-round ratios; "
+             f"CPU-seconds are those of the consuming process and its workers during the round (/proc). "
              f"Files PIL had to decode on the tensor path: {fallbacks}.", "",
-             "| pipeline | images/s | range over rounds | images/s per core | x pil |", "|---|---:|---:|---:|---:|"]
+             "| pipeline | images/s | range over rounds | images/s per core | x pil | images per CPU-second "
+             "| x pil, per CPU-second |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, rates in times.items():
         ratio = statistics.median(a / b for a, b in zip(rates, times["pil"]))
+        cpu_ratio = statistics.median(a / b for a, b in zip(per_cpu_s[name], per_cpu_s["pil"]))
         lines.append(f"| {name} | {statistics.median(rates):.1f} | {min(rates):.1f}-{max(rates):.1f} | "
-                     f"{statistics.median(rates) / cpus:.1f} | {ratio:.2f} |")
+                     f"{statistics.median(rates) / cpus:.1f} | {ratio:.2f} | {statistics.median(per_cpu_s[name]):.1f} "
+                     f"| {cpu_ratio:.2f} |")
     return "\n".join(lines)
 
 
@@ -462,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.loader_only:
+        if not args.threads:  # the consumer only normalises; idle OpenMP threads would spin on the workers' cores
+            torch.set_num_threads(1)
         if args.data is None or not args.data.is_dir():
             _fail(f"--data: --loader-only needs a folder of JPEGs, got {args.data}")
         text = loader_only(args, device)

@@ -1,7 +1,9 @@
 """ImageNet-1K (or any ImageFolder tree): ``<root>/train/<class>/*.JPEG`` and ``<root>/val/<class>/*.JPEG``.
 
 Read with torchvision's ``ImageFolder`` (class index = position of the class folder in sorted order, the same in
-both splits). The images are decoded by the loader workers; the transforms are the ``imagenet`` augmentation of
+both splits). With ``trainer.loader=auto`` (or ``jpeg``) the files are decoded and augmented as tensors by
+:mod:`kdbench.data.jpeg` (``decode_jpeg``; nvJPEG on CUDA), with the crop boxes and flips of the PIL path; with
+``trainer.loader=torch`` the loader workers decode them with PIL and apply the ``imagenet`` augmentation of
 :func:`kdbench.data.base.build_transforms`. ImageNet cannot be downloaded: ``dataset.download=true`` is an error.
 """
 

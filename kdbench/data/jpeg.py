@@ -11,7 +11,7 @@ Classification (ImageFolder trees, ``dataset.augment=imagenet``; ``trainer.loade
 - ``decode_batch(data, device) -> (images, fallbacks)``: a list of encoded files (uint8 tensors) to CHW uint8 RGB
   tensors on ``device``; files the decoder refuses (a PNG named .JPEG; on nvJPEG also CMYK and others) are decoded
   by PIL and counted.
-- ``train_view(image, seed, size)`` / ``test_view(image, size)``: one uint8 view (crop box + flip, resized with
+- ``train_view(image, seed, size)`` / ``eval_view(image, size)``: one uint8 view (crop box + flip, resized with
   antialiased bilinear; test: shorter side to ``size / 0.875``, centre crop ``size``).
 - ``JpegLoader``: batches of :class:`~kdbench.data.batch.Batch` on the device from a torch DataLoader whose
   workers read (and on a CPU device decode and augment) whole batches; normalisation happens batched on the
@@ -102,7 +102,7 @@ def train_view(image: torch.Tensor, seed: int, size: int) -> torch.Tensor:
     return out.flip(-1) if flip else out
 
 
-def test_view(image: torch.Tensor, size: int) -> torch.Tensor:
+def eval_view(image: torch.Tensor, size: int) -> torch.Tensor:
     """Shorter side to ``round(size / 0.875)`` (256 for 224), centre crop ``size`` (torchvision's ImageNet test)."""
     out = F.resize(image, [int(round(size / IMAGENET_CROP_FRACTION))], antialias=True)
     return F.center_crop(out, [size, size])
@@ -156,7 +156,7 @@ class JpegBatches(Dataset):
 def augment_batch(images: Sequence[torch.Tensor], seeds: Sequence[int | None], size: int, train: bool) -> torch.Tensor:
     """Each image's train view (by its seed; a random one without a seed) or test view, stacked (B, 3, S, S)."""
     if not train:
-        return torch.stack([test_view(im, size) for im in images])
+        return torch.stack([eval_view(im, size) for im in images])
     seeds = [int(torch.randint(2**62, ())) if s is None else s for s in seeds]
     return torch.stack([train_view(im, s, size) for im, s in zip(images, seeds)])
 
