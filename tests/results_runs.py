@@ -1,4 +1,5 @@
-"""Result records for the kdbench.results tests: ``write_result`` and two run trees (``runs``, ``recipes``)."""
+"""Result records for the kdbench.results tests: ``write_result`` (classification), ``write_detection_result``
+and three run trees (``runs``, ``recipes``, ``detection``)."""
 import json
 
 import pytest
@@ -91,4 +92,54 @@ def recipes(tmp_path):
     w("adamw/pld-0", method="pld", seed=0, last=74.0, best=74.4, recipe=ADAMW, hparams={"temperature": 4.0})
     w("adamw/pld-1", method="pld", seed=1, status="failed", recipe=ADAMW, hparams={"temperature": 4.0})
     w("adamw/pld-2", method="pld", seed=2, last=74.6, best=74.8, recipe=ADAMW, hparams={"temperature": 4.0})
+    return root
+
+
+DET_METRICS = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")
+R101, R18 = "resnet101", "resnet18"
+
+
+def write_detection_result(root, run_id, *, method="dkd", teacher=R101, student=R18, seed=0, last=None, best=None,
+                           status="completed", teacher_ap=(42.0, 62.5, 45.9, 25.0, 45.6, 54.6)):
+    """One detection result.json, as kdbench's detection task writes it: ``last`` / ``best`` are the six COCO box
+    AP numbers (AP, AP50, AP75, AP_S, AP_M, AP_L) of the final and of the best evaluation."""
+    failed = status == "failed"
+    config = {"dataset": {"name": "coco", "task": "detection"}, "method": {"name": method},
+              "optim": {"name": "sgd", "lr": 0.01, "weight_decay": 1e-4, "schedule": "multistep"},
+              "trainer": {"epochs": 240, "batch_size": 8, "iterations": 180000}}
+    metrics = {"best_epoch": None if failed else 9}
+    for kind, values in (("best", best), ("last", last)):
+        metrics.update({f"{kind}_{m}": None if failed else v for m, v in zip(DET_METRICS, values or [None] * 6)})
+    rec = {
+        "schema": 1, "run_id": run_id, "status": status, "failure": "CUDA OOM" if failed else None,
+        "started_at": "2026-12-06T10:00:00+00:00", "finished_at": "2026-12-06T20:00:00+00:00",
+        "git": None, "config": config,
+        "dataset": {"name": "coco", "num_classes": 80, "image_size": 800, "train_size": 117266, "test_size": 5000},
+        "teacher": None if method == "ce" else {"name": teacher, "resolved": f"fasterrcnn_{teacher}_fpn",
+                                                "checkpoint": "/t.pth", **dict(zip(DET_METRICS, teacher_ap))},
+        "student": {"name": student, "resolved": f"fasterrcnn_{student}_fpn", "params": 1, "extra_params": 0},
+        "method": {"name": method, "hparams": {"alpha": 1.0, "beta": 0.25, "temperature": 1.0} if method == "dkd" else {}},
+        "seed": seed, "epochs": 240, "epochs_run": 2 if failed else 10,
+        "metrics": metrics,
+        "history": [{"epoch": 1, "iteration": 20000, "lr": 0.01, "loss": 1.0, "losses": {},
+                     **dict(zip(DET_METRICS, (20.0, 40.0, 20.0, 10.0, 22.0, 27.0)))}],
+        "wall_time_s": 36000.0, "images_per_s": 40.0, "device": "cuda", "precision": "bf16",
+    }
+    d = root / run_id
+    d.mkdir(parents=True)
+    (d / "result.json").write_text(json.dumps(rec))
+
+
+@pytest.fixture
+def detection(tmp_path):
+    """COCO, resnet101 -> resnet18: CE, DKD and PLD, two seeds each, one failed PLD run, and a teacher."""
+    root = tmp_path / "detection"
+    w = lambda *a, **k: write_detection_result(root, *a, **k)
+    w("ce-0", method="ce", seed=0, last=(31.0, 51.0, 33.0, 17.0, 33.0, 40.0), best=(31.2, 51.2, 33.2, 17.2, 33.2, 40.2))
+    w("ce-1", method="ce", seed=1, last=(31.4, 51.4, 33.4, 17.4, 33.4, 40.4), best=(31.6, 51.6, 33.6, 17.6, 33.6, 40.6))
+    w("dkd-0", seed=0, last=(32.0, 53.0, 34.0, 18.0, 34.0, 41.0), best=(32.1, 53.1, 34.1, 18.1, 34.1, 41.1))
+    w("dkd-1", seed=1, last=(32.2, 53.2, 34.2, 18.2, 34.2, 41.2), best=(32.3, 53.3, 34.3, 18.3, 34.3, 41.3))
+    w("pld-0", method="pld", seed=0, last=(32.4, 53.6, 34.0, 18.4, 34.8, 42.0), best=(32.5, 53.7, 34.1, 18.5, 34.9, 42.1))
+    w("pld-1", method="pld", seed=1, last=(32.6, 53.8, 34.4, 18.6, 35.0, 42.2), best=(32.7, 53.9, 34.5, 18.7, 35.1, 42.3))
+    w("pld-2", method="pld", seed=2, status="failed")
     return root

@@ -130,7 +130,7 @@ def test_published_numbers_follow_the_recipe(recipes):
 
 
 def test_published_delta_uses_the_epoch_kind_the_source_states(runs):
-    cells = [ref.Cell(table="t", dataset="cifar100", teacher=R32, student=R8, method=m, top1=v, spread=None, kind=k,
+    cells = [ref.Cell(table="t", dataset="cifar100", teacher=R32, student=R8, method=m, value=v, spread=None, kind=k,
                       runs=5, recipe="crd_cifar", source="a paper, Table 1", as_written="", note="")
              for m, v, k in (("kd", 74.0, "best"), ("dkd", 75.0, "last"))]
     table = ref.Reference(name="t", file="", title="", citation="", url="", cells=tuple(cells))

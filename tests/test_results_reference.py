@@ -29,10 +29,10 @@ def one(table: str, dataset: str, teacher: str, student: str, method: str, recip
 def test_tables_load_in_precedence_order():
     # a method's own source comes before the tables that quote or reproduce it
     assert list(TABLES) == ["crd", "dkd", "dot", "logit-standardization", "dist", "reviewkd", "nd", "pld-cifar100",
-                            "pld-imagenet"]
+                            "pld-imagenet", "pld-coco"]
     counts = {name: len(r.cells) for name, r in TABLES.items()}
     assert counts == {"crd": 188, "dkd": 26, "dot": 10, "logit-standardization": 112, "dist": 49, "nd": 80,
-                      "reviewkd": 4, "pld-cifar100": 44, "pld-imagenet": 42}
+                      "reviewkd": 4, "pld-cifar100": 44, "pld-imagenet": 42, "pld-coco": 36}
     for r in TABLES.values():
         assert r.title and r.citation and r.url.startswith("https://")
 
@@ -44,12 +44,13 @@ def test_every_cell_has_provenance():
         assert c.kind in ("best", "last", "unstated"), c
         assert c.runs == "unstated" or (isinstance(c.runs, int) and c.runs >= 1), c
         assert c.recipe in recipes and recipes[c.recipe].description, c
-        assert 0 < c.top1 <= 100 and (c.spread is None or 0 < c.spread < 5), c
-        assert c.dataset in ("cifar100", "imagenet"), c
+        assert 0 < c.value <= 100 and (c.spread is None or 0 < c.spread < 5), c
+        assert c.dataset in ("cifar100", "imagenet", "coco"), c
+        assert (c.metric == "top1") == (c.dataset != "coco"), c
         # a repository source names the commit it was read at; a paper source names its table
         assert ("@" in c.source and ("README" in c.source)) or ("arXiv" in c.source and "Table" in c.source), c.source
-    # one number per cell of a table (and recipe)
-    keys = Counter((c.table, c.dataset, c.teacher, c.student, c.method, c.recipe) for c in CELLS)
+    # one number per cell of a table (and recipe, metric)
+    keys = Counter((c.table, c.dataset, c.teacher, c.student, c.method, c.recipe, c.metric) for c in CELLS)
     assert [k for k, n in keys.items() if n > 1] == []
 
 

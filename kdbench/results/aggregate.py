@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .record import iter_records
+from .tasks import DEFAULT_TASK, record_task, task_metrics
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,9 @@ class Row:
     student and recipe (a DOT run compares with the SGD CE run). ``published`` is the published number for the
     row's setting (a :class:`kdbench.results.reference.Cell`, set by :func:`with_published`) and ``delta_*_pub``
     our mean minus it, for the epoch kind the source reports (both when it does not say).
+    ``task`` names the task; ``stats`` holds every metric of it (``last_<m>``, ``last_<m>_std``, ``best_<m>``, ...,
+    see :meth:`value`); the ``*_top1`` / ``last_top5`` fields are classification's and None on other tasks, and the
+    deltas are on the task's primary metric (``primary``).
     """
 
     kind: str
@@ -81,6 +85,17 @@ class Row:
     published: Any = None
     delta_last_pub: float | None = None
     delta_best_pub: float | None = None
+    task: str = DEFAULT_TASK
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def primary(self) -> str:
+        return task_metrics(self.task).primary[0]
+
+    def value(self, kind: str, metric: str | None = None) -> tuple[float | None, float | None]:
+        """(mean, std) of ``metric`` (default: the primary) at epoch kind ``last`` or ``best``."""
+        key = f"{kind}_{metric or self.primary}"
+        return self.stats.get(key), self.stats.get(f"{key}_std")
 
     @property
     def label(self) -> str:
@@ -102,7 +117,7 @@ def aggregate(records: Sequence[dict], methods: Iterable[str] | None = None) -> 
     for rec in records:
         groups[_group_key(rec)].append(rec)
         if rec.get("teacher"):
-            teacher_acc[(rec["dataset"]["name"], rec["teacher"]["name"])].append(rec["teacher"])
+            teacher_acc[(rec["dataset"]["name"], rec["teacher"]["name"])].append({**rec["teacher"], "_task": record_task(rec)})
 
     rows = [_summarise(key, variant, runs) for key, runs in groups.items() for variant, runs in _split(runs)]
     ce_rows: dict[tuple, list[Row]] = defaultdict(list)
@@ -139,7 +154,7 @@ def _group_key(rec: dict) -> tuple:
     method = rec["method"]["name"]
     teacher = rec.get("teacher")
     teacher = None if method == "ce" or not teacher else teacher["name"]
-    return rec["dataset"]["name"], teacher, rec["student"]["name"], method
+    return rec["dataset"]["name"], teacher, rec["student"]["name"], method, record_task(rec)
 
 
 def _split(runs: list[dict]) -> list[tuple[dict, list[dict]]]:
@@ -180,20 +195,28 @@ def _same_setting(a: dict, b: dict) -> bool:
 
 
 def _summarise(key: tuple, variant: dict, runs: list[dict]) -> Row:
-    dataset, teacher, student, method = key
+    dataset, teacher, student, method, task = key
     done = [r for r in runs if r.get("status") == "completed"]
     first = runs[0]  # within a variant every run shares the differing keys; the others are common to the group
     metric = lambda name: [m[name] for r in done if _num((m := r.get("metrics") or {}).get(name))]
-    last_mean, last_std = _mean_std(metric("last_top1"))
-    best_mean, best_std = _mean_std(metric("best_top1"))
+    stats = {}
+    for name in task_metrics(task).names:
+        for kind in ("last", "best"):
+            stats[f"{kind}_{name}"], stats[f"{kind}_{name}_std"] = _mean_std(metric(f"{kind}_{name}"))
     return Row(
         kind="ce" if method == "ce" else "method", dataset=dataset, teacher=teacher, student=student,
         method=method, hparams=variant, n=len(done), n_failed=len(runs) - len(done),
         seeds=tuple(sorted(r.get("seed") for r in done if r.get("seed") is not None)),
-        last_top1=last_mean, last_top1_std=last_std, best_top1=best_mean, best_top1_std=best_std,
-        last_top5=_mean_std(metric("last_top5"))[0],
         recipe=run_recipe(first), method_hparams=_flatten(first["method"].get("hparams") or {}),
+        **_classification_fields(stats), task=task, stats=stats,
     )
+
+
+def _classification_fields(stats: dict) -> dict:
+    """The ``*_top1`` / ``last_top5`` fields of a row (None where the task has no top-1)."""
+    return {"last_top1": stats.get("last_top1"), "last_top1_std": stats.get("last_top1_std"),
+            "best_top1": stats.get("best_top1"), "best_top1_std": stats.get("best_top1_std"),
+            "last_top5": stats.get("last_top5")}
 
 
 def _with_delta(row: Row, baselines: list[Row]) -> Row:
@@ -201,14 +224,21 @@ def _with_delta(row: Row, baselines: list[Row]) -> Row:
         return row
     ce = baselines[0]
     diff = lambda a, b: None if a is None or b is None else a - b
-    return replace(row, delta_last=diff(row.last_top1, ce.last_top1), delta_best=diff(row.best_top1, ce.best_top1))
+    return replace(row, delta_last=diff(row.value("last")[0], ce.value("last")[0]),
+                   delta_best=diff(row.value("best")[0], ce.value("best")[0]))
 
 
 def _teacher_row(dataset: str, teacher: str, measured: list[dict]) -> Row:
-    top1 = _mean_std([m["top1"] for m in measured if _num(m.get("top1"))])[0]
-    top5 = _mean_std([m["top5"] for m in measured if _num(m.get("top5"))])[0]
-    return Row(kind="teacher", dataset=dataset, teacher=teacher, student=None, method=None,
-               last_top1=top1, best_top1=top1, last_top5=top5)
+    """The teacher's measured metrics (its record's ``top1``, ``ap``, ...), as both last and best."""
+    task = measured[0]["_task"] if measured else DEFAULT_TASK
+    stats = {}
+    for name in task_metrics(task).names:
+        mean = _mean_std([m[name] for m in measured if _num(m.get(name))])[0]
+        stats[f"last_{name}"] = stats[f"best_{name}"] = mean
+    fields = _classification_fields(stats)
+    fields.update(last_top1_std=None, best_top1_std=None)
+    return Row(kind="teacher", dataset=dataset, teacher=teacher, student=None, method=None, task=task, stats=stats,
+               **fields)
 
 
 def failed_runs(records: Sequence[dict], methods: Iterable[str] | None = None) -> list[dict]:
@@ -218,8 +248,8 @@ def failed_runs(records: Sequence[dict], methods: Iterable[str] | None = None) -
     for rec in records:
         if rec.get("status") != "failed" or (keep is not None and rec["method"]["name"] not in keep):
             continue
-        dataset, teacher, student, method = _group_key(rec)
-        out.append({"dataset": dataset, "teacher": teacher, "student": student, "method": method,
+        dataset, teacher, student, method, task = _group_key(rec)
+        out.append({"task": task, "dataset": dataset, "teacher": teacher, "student": student, "method": method,
                     "seed": rec.get("seed"), "epochs_run": rec.get("epochs_run"),
                     "failure": rec.get("failure") or "no reason recorded",
                     "path": str(Path(rec["_path"]).parent) if rec.get("_path") else rec.get("run_dir")})
@@ -262,13 +292,13 @@ def with_published(rows: Sequence[Row], references=None) -> list[Row]:
     out = []
     for row in rows:
         cells = ref.lookup(row.dataset, teacher=row.teacher, student=row.student, method=published_method(row),
-                           references=tables)
+                           references=tables, metric=row.primary)
         cell = next((c for c in cells if ref.recipe_compatible(recipes[c.recipe], row.recipe)), None)
         if cell is None:
             out.append(row)
             continue
-        out.append(replace(row, published=cell, delta_last_pub=_pub_delta(row.last_top1, cell, "last"),
-                           delta_best_pub=_pub_delta(row.best_top1, cell, "best")))
+        out.append(replace(row, published=cell, delta_last_pub=_pub_delta(row.value("last")[0], cell, "last"),
+                           delta_best_pub=_pub_delta(row.value("best")[0], cell, "best")))
     return out
 
 
@@ -276,7 +306,20 @@ def _pub_delta(ours: float | None, cell, kind: str) -> float | None:
     """Ours minus the published number, when the source reports this epoch kind (or does not say which)."""
     if ours is None or cell.kind not in (kind, "unstated"):
         return None
-    return ours - cell.top1
+    return ours - cell.value
+
+
+def board_stem(task: str) -> str:
+    """File stem of a task's leaderboard: ``leaderboard`` (classification), ``leaderboard-<task>`` otherwise."""
+    return "leaderboard" if task == DEFAULT_TASK else f"leaderboard-{task}"
+
+
+def by_task(rows: Sequence[Row]) -> dict[str, list[Row]]:
+    """The rows split per task (classification first, then the others by name), each in its original order."""
+    out: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        out[row.task].append(row)
+    return {t: out[t] for t in sorted(out, key=lambda t: (t != DEFAULT_TASK, t))}
 
 
 # ----------------------------------------------------------------------------- helpers

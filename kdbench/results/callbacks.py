@@ -17,8 +17,8 @@ class LeaderboardCallback(Callback):
         from rich.console import Console
 
         from ..io import write_text
-        from .aggregate import aggregate, failed_runs, find_results, with_published
-        from .render import failed_markdown, render_rich, to_csv, to_markdown
+        from .aggregate import aggregate, board_stem, by_task, failed_runs, find_results, with_published
+        from .render import failed_markdown, print_table, render_rich, to_csv, to_markdown
 
         sweep_dir = Path(config.hydra.sweep.dir)
         records = find_results([sweep_dir])
@@ -26,11 +26,14 @@ class LeaderboardCallback(Callback):
             log.warning("no result.json under %s: no leaderboard", sweep_dir)
             return
         rows = with_published(aggregate(records))  # published numbers of the same setting, where there are any
-        failed = failed_markdown(failed_runs(records))
-        Console().print(render_rich(rows))
-        if failed:
-            Console().print(failed, highlight=False, markup=False)
-        markdown = to_markdown(rows) + failed
-        write_text(sweep_dir / "leaderboard.md", markdown)
-        to_csv(rows, sweep_dir / "leaderboard.csv")
-        log.info("leaderboard: %s", sweep_dir / "leaderboard.md")
+        failed = failed_runs(records)
+        console = Console()
+        for task, part in by_task(rows).items():  # one table per task, as kdbench-table
+            stem = board_stem(task)
+            board_failed = failed_markdown([f for f in failed if f["task"] == task])
+            print_table(render_rich(part), console)
+            if board_failed:
+                console.print(board_failed, highlight=False, markup=False, soft_wrap=True)
+            write_text(sweep_dir / f"{stem}.md", to_markdown(part) + board_failed)
+            to_csv(part, sweep_dir / f"{stem}.csv")
+            log.info("leaderboard: %s", sweep_dir / f"{stem}.md")

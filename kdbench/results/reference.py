@@ -1,4 +1,4 @@
-"""Published reference numbers (top-1 %) shipped with kdbench, with their provenance.
+"""Published reference numbers (top-1 %, COCO box AP %, ...) shipped with kdbench, with their provenance.
 
 The data live in ``kdbench/results/reference/``: ``index.yaml`` lists the tables (in precedence order) and the
 training recipes, and each table is one CSV whose every row is one published cell with its own source, epoch kind
@@ -10,6 +10,7 @@ Small API::
     get_reference("crd")                    -> Reference               one table by name
     resolve_references("cifar100")          -> [Reference, ...]        a table name, or a dataset name (its tables)
     lookup("cifar100", teacher="resnet32x4", student="resnet8x4", method="dkd")  -> [Cell, ...]
+    lookup("coco", teacher="resnet101", student="resnet18", method="pld", metric="ap50")
     PAIRS["res32x4_res8x4"]                 -> Pair("cifar100", "resnet32x4", "resnet8x4")
 
 Pure standard library, like the rest of ``kdbench.results``.
@@ -55,6 +56,9 @@ PAIRS: dict[str, Pair] = {
     "wrn40_2_mv2": Pair("cifar100", "wrn_40_2", "MobileNetV2"),
     "r34_r18": Pair("imagenet", "resnet34", "resnet18"),
     "r50_mv1": Pair("imagenet", "resnet50", "mobilenetv1_100"),
+    "r101_r18": Pair("coco", "resnet101", "resnet18"),
+    "r101_r50": Pair("coco", "resnet101", "resnet50"),
+    "r50_mv2": Pair("coco", "resnet50", "MobileNetV2"),
 }
 # The 13 teacher-student pairs of the CRD benchmark (RepDistiller README), in its column order.
 CRD_PAIRS = ("wrn40_2_wrn16_2", "wrn40_2_wrn40_1", "res56_res20", "res110_res20", "res110_res32", "res32x4_res8x4",
@@ -74,14 +78,14 @@ class Recipe:
 
 @dataclass(frozen=True)
 class Cell:
-    """One published number and where it comes from."""
+    """One published number (``value`` of ``metric``, a metric of the table's task) and where it comes from."""
 
     table: str
     dataset: str
     teacher: str
     student: str
     method: str
-    top1: float
+    value: float
     spread: float | None
     kind: str          # best | last | unstated
     runs: int | str    # a count, or "unstated"
@@ -89,6 +93,12 @@ class Cell:
     source: str
     as_written: str
     note: str
+    metric: str = "top1"
+
+    @property
+    def top1(self) -> float:
+        """The number (named for the classification tables)."""
+        return self.value
 
     @property
     def pair(self) -> tuple[str, str]:
@@ -104,6 +114,15 @@ class Reference:
     url: str
     cells: tuple[Cell, ...]
     combine: bool = True  # part of a dataset-wide reference (False: its own recipe, selected by name only)
+    task: str = "classification"
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metrics the table reports, in the task's order."""
+        from .tasks import task_metrics
+
+        have = {c.metric for c in self.cells}
+        return tuple(m for m in task_metrics(self.task).names if m in have)
 
     @property
     def datasets(self) -> tuple[str, ...]:
@@ -142,6 +161,8 @@ def _parse_index(text: str) -> dict:
 
 @lru_cache(maxsize=1)
 def _load() -> tuple[dict[str, Recipe], tuple[Reference, ...]]:
+    from .tasks import task_metrics
+
     index = _parse_index(_read_text("index.yaml"))
     recipes = {name: Recipe(name=name, description=str(r.get("description", "")), optim=r.get("optim"),
                             epochs=r.get("epochs"), batch_size=r.get("batch_size"))
@@ -149,9 +170,14 @@ def _load() -> tuple[dict[str, Recipe], tuple[Reference, ...]]:
     tables = []
     for entry in index["tables"]:
         cells = tuple(_parse_cells(entry["name"], _read_text(entry["file"]), recipes))
+        task = str(entry.get("task", "classification"))
+        known = task_metrics(task).names
+        for c in cells:
+            if c.metric not in known:
+                raise ReferenceError(f"reference table {entry['name']}: metric {c.metric!r} is not one of {known}")
         tables.append(Reference(name=entry["name"], file=entry["file"], title=entry.get("title", ""),
                                 citation=entry.get("citation", ""), url=entry.get("url", ""), cells=cells,
-                                combine=bool(entry.get("combine", True))))
+                                combine=bool(entry.get("combine", True)), task=task))
     return recipes, tuple(tables)
 
 
@@ -169,10 +195,12 @@ def _parse_cells(table: str, text: str, recipes: dict[str, Recipe]) -> Iterable[
             runs = int(runs)
         if not row["source"].strip():
             raise ReferenceError(f"{where}: no source")
+        value = row["value"] if "value" in row else row["top1"]  # classification tables: one top1 column
         yield Cell(table=table, dataset=row["dataset"], teacher=row["teacher"], student=row["student"],
-                   method=row["method"], top1=float(row["top1"]),
+                   method=row["method"], value=float(value),
                    spread=float(row["spread"]) if row["spread"] else None, kind=row["kind"], runs=runs,
-                   recipe=row["recipe"], source=row["source"], as_written=row["as_written"], note=row["note"])
+                   recipe=row["recipe"], source=row["source"], as_written=row["as_written"], note=row["note"],
+                   metric=row.get("metric") or "top1")
 
 
 # ----------------------------------------------------------------------------- API
@@ -205,6 +233,10 @@ def resolve_references(name: str) -> list[Reference]:
     if any(r.name == name for r in tables):
         return [get_reference(name)]
     matching = [r for r in tables if name in r.datasets and r.combine]
+    own = [r.name for r in tables if name in r.datasets and not r.combine]
+    if not matching and own:
+        raise ReferenceError(f"the {name} tables have their own recipes and are never combined; select one by name: "
+                             f"{', '.join(own)}")
     if not matching:
         raise ReferenceError(f"unknown reference '{name}'; valid: {', '.join(reference_names())}")
     return matching
@@ -218,8 +250,9 @@ def same_model(a: str | None, b: str | None) -> bool:
 
 
 def lookup(dataset: str, teacher: str | None = None, student: str | None = None, method: str | None = None,
-           references: Iterable[Reference] | None = None, recipe: str | None = None) -> list[Cell]:
-    """Published cells of ``dataset`` (and the given pair / method / recipe), in precedence order.
+           references: Iterable[Reference] | None = None, recipe: str | None = None,
+           metric: str | None = None) -> list[Cell]:
+    """Published cells of ``dataset`` (and the given pair / method / recipe / metric), in precedence order.
 
     ``teacher`` is not compared for the CE rows (the student trained alone), nor ``student`` for teacher rows.
     """
@@ -229,7 +262,7 @@ def lookup(dataset: str, teacher: str | None = None, student: str | None = None,
         for c in ref.cells:
             if c.dataset != dataset or (method is not None and c.method != method):
                 continue
-            if recipe is not None and c.recipe != recipe:
+            if (recipe is not None and c.recipe != recipe) or (metric is not None and c.metric != metric):
                 continue
             if teacher is not None and c.method != "ce" and not same_model(c.teacher, teacher):
                 continue

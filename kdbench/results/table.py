@@ -3,7 +3,9 @@
 Outputs: a rich console table, markdown, CSV, LaTeX (booktabs) and a PNG plot, optionally uploaded to W&B.
 Two layouts: one line per (dataset, teacher, student, method, differing settings) (the default), or, with
 ``--reference NAME``, the paper's layout: methods x teacher-student pairs, ours beside the published number.
-Best-epoch and last-epoch top-1 are separate, labelled columns everywhere; failed runs are listed, never averaged.
+Best-epoch and last-epoch numbers are separate, labelled columns everywhere; failed runs are listed, never averaged.
+One table per task (classification: top-1 / top-5; detection: COCO box AP, AP50, ... ; :mod:`.tasks`), files
+``leaderboard.*`` for classification and ``leaderboard-<task>.*`` for the others.
 This module is the command line only: reading and grouping is :mod:`.aggregate`, what a table shows
 :mod:`.layout`, drawing it :mod:`.render`, :mod:`.plot` and :mod:`.upload`.
 """
@@ -19,11 +21,11 @@ from rich.table import Table
 from rich.text import Text
 
 from ..io import write_text
-from .aggregate import aggregate, failed_runs, find_results, with_published
+from .aggregate import aggregate, board_stem, by_task, failed_runs, find_results, with_published
 from .layout import METRICS, TableError, has_published, reference_layout, rows_grid
 from .plot import plot_png
 from .reference import ReferenceError, list_references, pair as parse_pair, resolve_references, same_model
-from .render import failed_markdown, grid_latex, grid_markdown, layout_csv, render_grid_rich, to_csv
+from .render import failed_markdown, grid_latex, grid_markdown, layout_csv, print_table, render_grid_rich, to_csv
 from .upload import upload_wandb
 
 FORMATS = ("md", "csv", "tex", "png")
@@ -85,7 +87,7 @@ def _list_references(console: Console) -> None:
     for ref in list_references():
         table.add_row(ref.name, ", ".join(ref.datasets) + ("" if ref.combine else "\n(own recipe)"),
                       str(len(ref.cells)), Text(f"{ref.title}\n{ref.citation}\n{ref.url}"))
-    console.print(table)
+    print_table(table, console)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,34 +127,38 @@ def _run(args, console: Console) -> int:
         if not layout.shown:
             raise TableError(f"none of the results is a pair of reference '{args.reference}' trained with its "
                              f"recipe (kdbench-table --list-references)")
-        grid, stem = layout.grid, f"leaderboard-{args.reference}"
-        plot_rows = layout.rows
-    else:
-        layout, grid, stem, plot_rows = None, rows_grid(rows, args.metric, has_published(rows)), "leaderboard", rows
-    console.print(render_grid_rich(layout.compact if layout else grid))
-    if failed:
-        console.print(failed_markdown(failed), highlight=False, markup=False)
+        boards = [(layout.task, layout, layout.grid, f"leaderboard-{args.reference}", layout.rows)]
+    else:  # one table per task: classification and detection rows never share columns
+        boards = [(task, None, rows_grid(part, args.metric, has_published(part)), board_stem(task), part)
+                  for task, part in by_task(rows).items()]
 
     written = []
-    if "md" in formats:
-        write_text(out / f"{stem}.md", grid_markdown(grid, notes=bool(layout) or has_published(rows))
-                   + failed_markdown(failed))
-        written.append(out / f"{stem}.md")
-    if "csv" in formats:
-        layout_csv(layout, out / f"{stem}.csv") if layout else to_csv(rows, out / f"{stem}.csv")
-        written.append(out / f"{stem}.csv")
-    if "tex" in formats:
-        write_text(out / f"{stem}.tex", grid_latex(grid))
-        written.append(out / f"{stem}.tex")
-    if "png" in formats:
-        plot_png(plot_rows, out / f"{stem}.png", args.metric, title=grid.title)
-        written.append(out / f"{stem}.png")
-    if args.wandb:
-        where = upload_wandb(grid, out, [p for p in written if p.suffix == ".png"], args.wandb_project,
-                             args.wandb_mode, stem)
-        console.print(f"W&B ({args.wandb_mode}): {where}", highlight=False, markup=False)
+    for task, layout, grid, stem, board_rows in boards:
+        board_failed = [f for f in failed if f["task"] == task]
+        print_table(render_grid_rich(layout.compact if layout else grid), console)
+        if board_failed:
+            console.print(failed_markdown(board_failed), highlight=False, markup=False, soft_wrap=True)
+        files = []
+        if "md" in formats:
+            write_text(out / f"{stem}.md", grid_markdown(grid, notes=bool(layout) or has_published(board_rows))
+                       + failed_markdown(board_failed))
+            files.append(out / f"{stem}.md")
+        if "csv" in formats:
+            layout_csv(layout, out / f"{stem}.csv") if layout else to_csv(board_rows, out / f"{stem}.csv")
+            files.append(out / f"{stem}.csv")
+        if "tex" in formats:
+            write_text(out / f"{stem}.tex", grid_latex(grid))
+            files.append(out / f"{stem}.tex")
+        if "png" in formats:
+            plot_png(board_rows, out / f"{stem}.png", args.metric, title=grid.title)
+            files.append(out / f"{stem}.png")
+        if args.wandb:
+            where = upload_wandb(grid, out, [p for p in files if p.suffix == ".png"], args.wandb_project,
+                                 args.wandb_mode, stem)
+            console.print(f"W&B ({args.wandb_mode}): {where}", highlight=False, markup=False, soft_wrap=True)
+        written += files
     if written:
-        console.print("wrote " + ", ".join(map(str, written)), highlight=False, markup=False)
+        console.print("wrote " + ", ".join(map(str, written)), highlight=False, markup=False, soft_wrap=True)
     return 0
 
 
