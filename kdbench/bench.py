@@ -465,6 +465,86 @@ def loader_only(args, device) -> str:
     return "\n".join(lines)
 
 
+def _detection_prepared(name: str, method_name: str, args, device) -> Prepared:
+    """One detection configuration: the student Faster R-CNN-FPN alone (``ce``) or distilled from the teacher
+    (``method_name``), stepping through the trainer's TrainStep on synthetic images with 1-4 random boxes each."""
+    from omegaconf import OmegaConf
+
+    from .engine.build import size_method
+    from .engine.optim import build_optimizer, strategy_of
+    from .engine.step import TrainStep
+    from .methods import BuildContext, Progress
+    from .tasks.detection import DetectionBatch, DetectionTask
+
+    size = args.image_size
+    task = DetectionTask(OmegaConf.create({"train_sizes": [size], "image_size": size, "max_size": int(size * 1.667)}))
+    torch.manual_seed(0)
+    method = _method(method_name)
+    student = task.create_model(args.student, args.classes, size).to(device)
+    teacher = (task.create_model(args.teacher, args.classes, size, role="teacher").eval().requires_grad_(False).to(device)
+               if method.uses_teacher else None)
+    g = torch.Generator().manual_seed(1)
+
+    def batch() -> DetectionBatch:
+        images, targets = [], []
+        for _ in range(args.batch_size):
+            h, w = size, int(size * 4 / 3)
+            n = int(torch.randint(1, 5, (), generator=g))
+            xy = torch.rand(n, 2, generator=g) * torch.tensor([w * 0.6, h * 0.6])
+            wh = (0.1 + 0.3 * torch.rand(n, 2, generator=g)) * torch.tensor([w, h])
+            images.append(torch.rand(3, h, w, generator=g).to(device))
+            targets.append({"boxes": torch.cat([xy, xy + wh], 1).to(device),
+                            "labels": torch.randint(1, args.classes + 1, (n,), generator=g).to(device)})
+        return DetectionBatch(images, targets, torch.arange(args.batch_size))
+
+    context = BuildContext(num_classes=args.classes, train_targets=torch.zeros(0, dtype=torch.long), device=device,
+                           teacher=teacher, teacher_fingerprint=None, cache_dir=Path(tempfile.gettempdir()),
+                           plain_train_batches=lambda: iter(()))
+    size_method(method, student, teacher, [batch()], context, task)
+    optim_cfg = OmegaConf.create({"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False})
+    params = [p for p in list(student.parameters()) + list(method.parameters()) if p.requires_grad]
+    step_obj = TrainStep(student, method, build_optimizer(optim_cfg, params), strategy_of(optim_cfg), device,
+                         teacher=teacher, task=task)
+    step_obj.train()
+    batches = [batch() for _ in range(4)]
+    state = {"step": 0}
+
+    def step() -> int:
+        b = batches[state["step"] % len(batches)]
+        step_obj(b, Progress(epoch=1, epochs=1, step=state["step"], steps_per_epoch=1))
+        state["step"] += 1
+        return len(b)
+
+    return Prepared(name, "fp32", step, lambda: None, 0.0, None)
+
+
+def detection_only(args, device) -> str:
+    """``--detection``: the detection KD step (Faster R-CNN-FPN teacher -> student, the trainer's TrainStep) against
+    the student trained alone, in interleaved rounds: images/s of each and the teacher's share of the KD step."""
+    per_round = math.ceil(args.steps / args.rounds)
+    prepared = [_detection_prepared("student alone (ce)", "ce", args, device),
+                _detection_prepared(f"{args.method} (teacher online)", args.method, args, device)]
+    time_configs(prepared, args.warmup, args.rounds, per_round, device)
+    rows = [summarise(p, prepared[0], 1.0) for p in prepared]
+    alone, kd = rows
+    share = (kd["step_s"] - alone["step_s"]) / kd["step_s"]
+    command = "kdbench-bench " + " ".join(args.argv)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    lines = [f"Command: `{command}`", "",
+             f"Faster R-CNN-FPN {args.teacher} -> {args.student}, {args.method}, {args.batch_size} images of "
+             f"{int(args.image_size * 4 / 3)}x{args.image_size} per step, {args.classes} classes, {device.type} ({name}, "
+             f"{torch.get_num_threads()} threads), torch {torch.__version__}; {per_round * args.rounds} timed steps per "
+             f"configuration in {args.rounds} interleaved rounds after {args.warmup} warm-up steps; medians.", "",
+             "| configuration | images/s | range over rounds | ms/step | x student alone |",
+             "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['config']} | {r['images_per_s']:.2f} | {r['range'][0]:.2f}-{r['range'][1]:.2f} | "
+                     f"{1000 * r['step_s']:.0f} | {r['ratio']:.2f} |")
+    lines += ["", f"The teacher's share of the KD step (its backbone and box head on the student's RoIs, and the "
+                  f"distillation term): {100 * share:.0f}% of the step time."]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kdbench-bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", default="resnet32x4")
@@ -486,7 +566,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loader-only", action="store_true",
                         help="time only the input pipelines (PIL reference vs JPEG tensor path) on --data")
     parser.add_argument("--data", type=Path, default=None, help="--loader-only: a folder of JPEGs (any layout)")
-    parser.add_argument("--image-size", type=int, default=224, help="--loader-only: output crop size")
+    parser.add_argument("--image-size", type=int, default=224,
+                        help="--loader-only: output crop size; --detection: the short side of the images")
+    parser.add_argument("--detection", action="store_true",
+                        help="time the detection KD step (--teacher/--student: detection backbones) against the "
+                             "student alone")
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)
     from .engine.runtime import select_device
@@ -507,6 +591,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.data is None or not args.data.is_dir():
             _fail(f"--data: --loader-only needs a folder of JPEGs, got {args.data}")
         text = loader_only(args, device)
+        print(text)
+        if args.out:
+            from .io import atomic_write
+
+            atomic_write(args.out, lambda f: f.write(text + "\n"))
+        return 0
+    if args.detection:
+        text = detection_only(args, device)
         print(text)
         if args.out:
             from .io import atomic_write

@@ -101,7 +101,8 @@ def test_gradients_reach_the_student_and_never_the_teacher(coco):
 
 
 @pytest.mark.parametrize("method,reason", [("crd", "training images as such"), ("nd", "training images as such"),
-                                           ("mixkd", "changes or adds to the batch"), ("ofd", "preact")])
+                                           ("mixkd", "changes or adds to the batch"), ("ofd", "preact"),
+                                           ("ofa", "image-level logits")])
 def test_methods_a_detector_cannot_serve_are_refused(coco, tmp_path, method, reason):
     with pytest.raises(ConfigError, match=reason):
         train(compose_cfg(coco, f"method={method}", "trainer.iterations=1"), tmp_path / "run",

@@ -14,7 +14,9 @@ A method declares what it wants and the engine computes exactly that:
   distillation gradients apart; every other term is distillation);
 - ``needs_training_samples``: the method works on training samples as such: state kept per sample and keyed by
   ``batch.index`` (CRD's memory banks) or statistics of a pass over the training images (ND's teacher class
-  means); tasks whose scored items are not training images (a detector's RoIs) refuse it.
+  means); tasks whose scored items are not training images (a detector's RoIs) refuse it;
+- ``image_logits_from_stages``: the method turns the student's stage maps into image-level logits of its own
+  and compares them with the teacher's logits (OFA's branches); tasks whose logits are not per image refuse it.
 
 ``build`` creates trainable parts (connectors, projectors, memory banks) from sample outputs of the actual
 pair and a :class:`BuildContext` (training targets, the frozen teacher for statistics, a cache directory), so
@@ -71,6 +73,7 @@ class Method(nn.Module):
     views: ClassVar[dict[str, str]] = {}
     task_terms: ClassVar[frozenset[str]] = frozenset({"ce"})
     needs_training_samples: ClassVar[bool] = False
+    image_logits_from_stages: ClassVar[bool] = False
 
     @classmethod
     def needs_of(cls, role: str) -> frozenset[str]:

@@ -83,6 +83,7 @@ def _init(module: nn.Module) -> None:
 @register_method("ofa")
 class OFA(Method):
     needs = frozenset({"logits", "stages", "embedding"})
+    image_logits_from_stages = True  # branch classifiers on the student's stages
     teacher_needs = frozenset({"logits"})
 
     def __init__(self, ce_weight: float = 1.0, kd_weight: float = 1.0, ofa_weight: float = 1.0, eps: float = 1.0,

@@ -75,6 +75,8 @@ class DetectionTask(Task):
             return (f"a detector gives RoI logits, box-head embeddings and FPN maps, not {', '.join(sorted(missing))}")
         if method.views or type(method).prepare is not Method.prepare:
             return "the method changes or adds to the batch, which detection batches do not support"
+        if method.image_logits_from_stages:
+            return "the method builds image-level logits from stage maps, and a detector's logits are per RoI"
         if method.needs_training_samples:
             return ("the method works on training images as such (per-sample memory or a pass over the training "
                     "set), which a detector's RoIs are not")
@@ -142,7 +144,9 @@ class DetectionTask(Task):
             detections = [{k: v.float() if k != "labels" else v for k, v in d.items()} for d in detections]
             scores.update(detections, batch.targets)
         model.train(was_training)
-        predictions, targets = scores.gathered()
+        # sharded: every rank's images (a collective); else this process's alone (the teacher's measurement on
+        # rank 0 while the other ranks wait)
+        predictions, targets = scores.gathered() if sharded else (scores.predictions, scores.targets)
         if out_dir is not None and (not sharded or torch.distributed.get_rank() == 0):
             dataset = loader.loader.dataset
             write_detections(out_dir / DETECTIONS_FILE, predictions, [t["image_id"] for t in targets],
