@@ -501,7 +501,9 @@ def _detection_prepared(name: str, method_name: str, args, device) -> Prepared:
                            teacher=teacher, teacher_fingerprint=None, cache_dir=Path(tempfile.gettempdir()),
                            plain_train_batches=lambda: iter(()))
     size_method(method, student, teacher, [batch()], context, task)
-    optim_cfg = OmegaConf.create({"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False})
+    # lr 0: the weights stay as built, so both configurations time the same student arithmetic (on random images
+    # the two students' RPNs would otherwise drift apart and change the NMS work per step)
+    optim_cfg = OmegaConf.create({"name": "sgd", "lr": 0.0, "momentum": 0.9, "weight_decay": 0.0, "nesterov": False})
     params = [p for p in list(student.parameters()) + list(method.parameters()) if p.requires_grad]
     step_obj = TrainStep(student, method, build_optimizer(optim_cfg, params), strategy_of(optim_cfg), device,
                          teacher=teacher, task=task)
