@@ -38,6 +38,7 @@ DEFAULTS = {
                "warmup_epochs": 20},
     "reviewkdpp": {"ce_weight": 1.0, "reviewkd_weight": 8.0, "nd_weight": 1.0, "warmup_epochs": 20,
                    "max_mid_channel": 512},
+    "reviewkd_fpn": {"ce_weight": 1.0, "weight": 1.0, "mid_channels": 256},
 }
 DOT_DELTA = 0.075
 
@@ -82,7 +83,7 @@ def wired(preset: str) -> dict[str, dict]:
 
 def test_the_presets_are_found():
     assert len(PRESETS) >= 20 and "quickstart" not in PRESETS
-    assert {p.split("/")[0] for p in PRESETS} == {"cifar100", "imagenet", "pld"}
+    assert {p.split("/")[0] for p in PRESETS} == {"cifar100", "coco", "imagenet", "pld"}
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -112,7 +113,8 @@ def test_preset_values_reach_the_method(preset):
 
 def test_every_wired_method_is_covered():
     methods = set().union(*(wired(p) for p in PRESETS))
-    assert methods == {"kd", "dkd", "dist", "mlkd", "reviewkd", "ofd", "pld", "kdpp", "dkdpp", "distpp", "reviewkdpp"}
+    assert methods == {"kd", "dkd", "dist", "mlkd", "reviewkd", "ofd", "pld", "kdpp", "dkdpp", "distpp", "reviewkdpp",
+                       "reviewkd_fpn"}
     assert set(DEFAULTS) == methods
 
 
