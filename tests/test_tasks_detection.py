@@ -131,6 +131,7 @@ def test_cli_preset_trains_evaluates_and_lands_in_the_table(coco, tmp_path, env)
     assert any("dkd" in board and "AP" in board for board in boards), boards
 
 
+@pytest.mark.slow  # ~40 s here; the default suite resumes classification runs mid-epoch (test_engine_resume.py)
 def test_detection_run_resumes_mid_interval_to_the_same_history(coco, tmp_path, monkeypatch):
     overrides = ("method=kd", "trainer.iterations=4", "trainer.eval_every=2", "trainer.deterministic=true")
     whole = train(compose_cfg(coco, *overrides), tmp_path / "whole", teacher_provider=provide_teacher)
