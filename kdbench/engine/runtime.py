@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 
@@ -12,7 +11,7 @@ import torch
 from ..data.sampler import epoch_seed  # noqa: F401  (re-exported: the trainer's per-epoch reseed)
 from ..errors import ConfigError
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+from ..precision import PRECISIONS, autocast  # noqa: F401  (the engine's precision policy)
 
 
 def select_device(name: str) -> torch.device:
@@ -55,13 +54,6 @@ def check_precision(precision: str, device: torch.device) -> str:
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError("trainer.precision: this GPU has no bf16 support; use fp16 or fp32")
     return precision
-
-
-def autocast(precision: str, device: torch.device):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 # Where ``trainer.channels_last=auto`` turns channels_last on: the devices on which it was measured faster with

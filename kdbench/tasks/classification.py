@@ -11,7 +11,7 @@ from ..data.batch import DeviceBatches
 from ..data.device_loader import DeviceTestLoader, DeviceTrainLoader, device_loadable
 from ..data.sampler import EpochSampler, ShardSampler, epoch_seed
 from ..errors import ConfigError
-from ..engine.runtime import autocast
+from ..precision import autocast
 from ..models import create_model, run_model, supports
 from .base import Metric, Task
 
