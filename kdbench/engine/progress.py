@@ -1,21 +1,27 @@
 """Rich progress for training: one bar over the whole run with the epoch, running loss terms, images/s and ETA.
 
 Updating the bar's step count costs nothing; the loss values are read from the device only at the logging
-cadence (``trainer.log_every_n_steps``), so the bar adds no per-step host synchronisation.
+cadence (``trainer.log_every_n_steps``), so the bar adds no per-step host synchronisation. Where the output is not a
+terminal (a SLURM log, CI, a pipe) there is no bar: the same values become one log line at that cadence.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
 from rich import get_console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
+log = logging.getLogger("kdbench")
+
+
 class EpochProgress:
     def __init__(self, enabled: bool, total_epochs: int, steps_per_epoch: int, batch_size: int):
         self.console = get_console()  # the console the rich log handler writes to, so logs print above the bar
         self.enabled = enabled and self.console.is_terminal
+        self.log_lines = enabled and not self.console.is_terminal
         self.total_epochs, self.steps, self.batch_size = total_epochs, steps_per_epoch, batch_size
         self._progress = None
         self._task = None
@@ -47,6 +53,11 @@ class EpochProgress:
         self._progress.update(self._task, epoch=epoch)
 
     def update(self, step_in_epoch: int, losses: dict | None = None) -> None:
+        if self.log_lines and losses:
+            elapsed = max(time.perf_counter() - self._t0, 1e-9)
+            log.info("epoch %d/%d  step %d/%d  %s  %.0f img/s", self._epoch, self.total_epochs, step_in_epoch,
+                     self.steps, "  ".join(f"{k} {v:.4f}" for k, v in losses.items()),
+                     step_in_epoch * self.batch_size / elapsed)
         if self._progress is None:
             return
         fields = {}
