@@ -35,11 +35,31 @@ def fail(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
+def _group_choices(group: str) -> list[str]:
+    """Every option of a config group, nested ones as ``sub/option`` (``experiment``: ``cifar100/res32x4_res8x4``,
+    ..., ``quickstart``); empty when Hydra is not initialised."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not GlobalHydra.instance().is_initialized():
+        return []
+    loader = GlobalHydra.instance().config_loader()
+    nested = [f"{sub}/{option}" for sub in loader.list_groups(group) for option in _group_choices(f"{group}/{sub}")]
+    return sorted(set(loader.get_group_options(group)) | set(nested), key=str.lower)
+
+
 def _hydra_error_line(e: Exception) -> str:
     if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" in str(e.missing_cfg_file):
-        group, choice = str(e.missing_cfg_file).rsplit("/", 1)
-        options = ", ".join(sorted(e.options or [], key=str.lower)) or "(none)"
-        return f"{group}: unknown choice '{choice}'; valid: {options}"
+        missing = str(e.missing_cfg_file)
+        group, choice = missing.rsplit("/", 1)
+        # Hydra names the group whose choice it looked up ("Available options in 'experiment'"); a nested choice
+        # (experiment=cifar100/nope) is that group's, listed with every nested option the user can choose.
+        named = next((line.split("'")[1] for line in str(e).splitlines() if line.startswith("Available options in '")), None)
+        options = list(e.options or [])
+        if named and missing.startswith(named + "/"):
+            group, choice = named, missing[len(named) + 1:]
+            options = _group_choices(group) or options
+        options_text = ", ".join(sorted(options, key=str.lower)) or "(none)"
+        return f"{group}: unknown choice '{choice}'; valid: {options_text}"
     text = " ".join(line.strip() for line in str(e).strip().splitlines() if line.strip())
     return text.split(" Config search path")[0]
 
@@ -116,6 +136,9 @@ def preflight(argv: list[str]) -> None:
                 validate(cfg, check_files=not args.cfg)  # --cfg only prints: no data needed
             except ConfigError as e:
                 fail(str(e))
+            except OmegaConfBaseException as e:  # e.g. an interpolation to a key that does not exist
+                key = getattr(e, "full_key", None)
+                fail(f"{key}: {str(e).splitlines()[0]}" if key else str(e).splitlines()[0])
 
 
 def validate(cfg: DictConfig, check_files: bool = True) -> None:

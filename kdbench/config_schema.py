@@ -1,7 +1,10 @@
-"""Typed schemas for the plain config groups: OmegaConf checks each value's type and names the bad key."""
+"""Typed schemas for the plain config groups: OmegaConf checks each value's type and names the bad key;
+``RANGES`` gives each numeric key its valid range, in the small grammar of :func:`parse_range`."""
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -112,7 +115,101 @@ CHOICES = {
 }
 
 
+# Valid ranges of the numeric keys (a key that is null is not checked: null means "unset").
+RANGES = {
+    "seed": ">= 0",
+    "trainer.epochs": ">= 1",
+    "trainer.batch_size": ">= 1",
+    "trainer.eval_batch_size": ">= 1",
+    "trainer.max_steps_per_epoch": ">= 1",
+    "trainer.iterations": ">= 1",
+    "trainer.eval_every": ">= 1",
+    "trainer.log_every_n_steps": ">= 1",
+    "trainer.num_threads": ">= 1",
+    "optim.lr": "> 0",
+    "optim.momentum": "[0, 1)",
+    "optim.weight_decay": ">= 0",
+    "optim.gamma": "(0, 1]",
+    "optim.warmup_epochs": ">= 0",
+    "optim.warmup_iters": ">= 0",
+    "optim.warmup_factor": "(0, 1]",
+    "optim.delta": "[0, 1)",
+    "teacher.train_epochs": ">= 1",
+    "teacher.seed": ">= 0",
+    "student.base_lr": "> 0",
+    "dataset.num_classes": ">= 1",
+    "dataset.image_size": ">= 1",
+    "dataset.num_workers": ">= 0",
+    "dataset.max_size": ">= 1",
+    "dataset.test_fraction": "(0, 1)",
+    "dataset.train_size": ">= 1",
+    "dataset.test_size": ">= 1",
+    "dataset.noise": ">= 0",
+}
+# Keys holding lists whose every element has a range (and, for milestones, must increase).
+ITEM_RANGES = {"optim.milestones": ">= 1", "optim.betas": "[0, 1)", "dataset.train_sizes": ">= 1",
+               "dataset.std": "> 0"}
+
+_BOUND = re.compile(r"^\s*(>=|<=|>|<)\s*(\S+)\s*$")
+_INTERVAL = re.compile(r"^\s*([\[(])\s*(\S+)\s*,\s*(\S+)\s*([\])])\s*$")
+
+
+def parse_range(spec: str) -> tuple[float, bool, float, bool]:
+    """``"> 0"``, ``">= 1"``, ``"< 1"``, ``"<= 1"``, ``"[0, 1]"``, ``"[0, 1)"``, ``"(0, 1]"``, ``"(0, 1)"`` or
+    ``"any"`` -> (low, low inclusive, high, high inclusive)."""
+    if spec.strip() == "any":
+        return -math.inf, True, math.inf, True
+    if m := _BOUND.match(spec):
+        op, bound = m.group(1), float(m.group(2))
+        if op.startswith(">"):
+            return bound, op == ">=", math.inf, True
+        return -math.inf, True, bound, op == "<="
+    if m := _INTERVAL.match(spec):
+        return float(m.group(2)), m.group(1) == "[", float(m.group(3)), m.group(4) == "]"
+    raise ValueError(f"not a range: {spec!r} (e.g. '> 0', '>= 1', '[0, 1)', 'any')")
+
+
+def in_range(value: float, spec: str) -> bool:
+    """Whether ``value`` (a finite number, except under ``"any"``) lies in the range ``spec``."""
+    low, low_in, high, high_in = parse_range(spec)
+    if spec.strip() != "any" and not math.isfinite(value):
+        return False
+    return (value >= low if low_in else value > low) and (value <= high if high_in else value < high)
+
+
+def range_error(key: str, value: Any, spec: str) -> str | None:
+    """The one-line complaint about ``key = value`` against ``spec`` (None: in range, or not a number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if in_range(value, spec):
+        return None
+    shown = spec if spec.lstrip()[0] in "<>" else f"in {spec}"
+    finite = "" if math.isfinite(value) else "a finite number "
+    return f"{key}: must be {finite}{shown}, got {value!r}"
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    """Every key of ``RANGES`` / ``ITEM_RANGES`` present in ``cfg`` lies in its range."""
+    for key, spec in RANGES.items():
+        if message := range_error(key, OmegaConf.select(cfg, key, default=None), spec):
+            raise ConfigError(message)
+    for key, spec in ITEM_RANGES.items():
+        values = OmegaConf.select(cfg, key, default=None)
+        for i, value in enumerate(values or []):
+            if message := range_error(f"{key}[{i}]", value, spec):
+                raise ConfigError(message)
+    milestones = list(OmegaConf.select(cfg, "optim.milestones", default=None) or [])
+    if any(b <= a for a, b in zip(milestones, milestones[1:])):
+        raise ConfigError(f"optim.milestones: must increase, got {milestones}")
+    if str(OmegaConf.select(cfg, "optim.name", default="")) == "dot":  # task / distillation momentum 0.9 -/+ delta
+        momentum, delta = float(cfg.optim.momentum), float(cfg.optim.delta)
+        if not (0 <= momentum - delta and momentum + delta < 1):
+            raise ConfigError(f"optim.delta: momentum - delta and momentum + delta must lie in [0, 1), "
+                              f"got momentum {momentum} and delta {delta}")
+
+
 def check_schemas(cfg: DictConfig) -> None:
+    typed = {"seed": cfg.get("seed")}  # each group merged into its schema: a float key reads as a float
     for group, schema in SCHEMAS.items():
         section = cfg.get(group)
         if section is None:
@@ -121,7 +218,7 @@ def check_schemas(cfg: DictConfig) -> None:
         if group in OPEN:
             OmegaConf.set_struct(base, False)
         try:
-            OmegaConf.merge(base, OmegaConf.to_container(section, resolve=True))
+            typed[group] = OmegaConf.merge(base, OmegaConf.to_container(section, resolve=True))
         except (ValidationError, ConfigKeyError) as e:
             key = getattr(e, "full_key", None) or getattr(e, "key", "?")
             first = str(e).splitlines()[0]
@@ -129,14 +226,10 @@ def check_schemas(cfg: DictConfig) -> None:
     for key, valid in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in valid:
-            raise ConfigError(f"{key}: unknown value '{value}'; valid: {', '.join(valid)}")
-    if int(cfg.trainer.epochs) < 1:
-        raise ConfigError(f"trainer.epochs: must be >= 1, got {cfg.trainer.epochs}")
-    if int(cfg.trainer.batch_size) < 1:
-        raise ConfigError(f"trainer.batch_size: must be >= 1, got {cfg.trainer.batch_size}")
-    if float(cfg.optim.lr) <= 0:
-        raise ConfigError(f"optim.lr: must be > 0, got {cfg.optim.lr}")
-    if reason := strategy_of(cfg.optim).refusal(str(cfg.optim.name), str(cfg.trainer.precision)):
-        raise ConfigError(reason)
+            shown = ", ".join(str(v).lower() if isinstance(v, bool) else str(v) for v in valid)
+            raise ConfigError(f"{key}: unknown value '{value}'; valid: {shown}")
     if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
         raise ConfigError(f"seed: expected an integer, got {cfg.get('seed')!r}")
+    check_ranges(OmegaConf.create(typed))
+    if reason := strategy_of(cfg.optim).refusal(str(cfg.optim.name), str(cfg.trainer.precision)):
+        raise ConfigError(reason)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -13,6 +15,8 @@ from .augment import PadCropFlip, SeededCompose, SeededSequence
 from .randaugment import FixMatchRandAugment
 from .sampler import sample_seed
 
+
+log = logging.getLogger("kdbench")
 
 AUGMENTATIONS = ("cifar", "pad_crop", "none", "randaugment", "randaugment_fixmatch", "imagenet", "detection")
 # ImageNet testing resizes the shorter side to image_size / 0.875 (256 for 224), then centre-crops.
@@ -128,6 +132,27 @@ def build_transforms(augment: str, image_size: int, mean: Sequence[float], std: 
     return SeededCompose(T.ToImage(), step, after)
 
 
+_capped_noted: set[tuple[int, int]] = set()
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def loader_workers(configured: int | None = None) -> int:
+    """DataLoader workers for ``dataset.num_workers = configured`` (all CPUs when unset or negative), capped at
+    :func:`available_cpus`; a cap is noted in the log once per process."""
+    cpus = available_cpus()
+    if configured is None or int(configured) < 0:
+        return cpus
+    if int(configured) > cpus and (int(configured), cpus) not in _capped_noted:
+        _capped_noted.add((int(configured), cpus))
+        log.info("dataset.num_workers=%d is more than the %d CPUs this process may use; using %d loader workers",
+                 int(configured), cpus, cpus)
+    return min(int(configured), cpus)
+
+
 def build_loaders(bundle: DataBundle, cfg_data, batch_size: int, eval_batch_size: int, pin_memory: bool,
                   generator: torch.Generator, views: dict[str, str] | None = None, train_sampler=None,
                   test_sampler=None):
@@ -142,7 +167,7 @@ def build_loaders(bundle: DataBundle, cfg_data, batch_size: int, eval_batch_size
     test_tf = build_transforms(cfg_data.augment, bundle.image_size, cfg_data.mean, cfg_data.std, train=False)
     view_tfs = {name: build_transforms(aug, bundle.image_size, cfg_data.mean, cfg_data.std, train=True)
                 for name, aug in (views or {}).items()}
-    workers = int(cfg_data.get("num_workers", 0) or 0)
+    workers = loader_workers(int(cfg_data.get("num_workers", 0) or 0))
     common = dict(num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0, generator=generator)
     train = DataLoader(IndexedDataset(bundle.train, train_tf, view_tfs), batch_size=batch_size,
                        shuffle=train_sampler is None, sampler=train_sampler, drop_last=False, **common)

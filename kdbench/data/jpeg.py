@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 from typing import Sequence
 
 import torch
@@ -43,7 +42,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as F
 
-from .base import IMAGENET_CROP_FRACTION
+from .base import IMAGENET_CROP_FRACTION, loader_workers  # noqa: F401  (loader_workers: kdbench-bench)
 from .batch import Batch
 
 log = logging.getLogger("kdbench")
@@ -114,15 +113,6 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
     std = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     mean = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     return images.to(torch.float32).mul_(1.0 / (255.0 * std)).sub_(mean / std)
-
-
-def loader_workers(configured: int | None = None) -> int:
-    """DataLoader workers: ``configured`` (all CPUs when unset or negative), never more than the CPUs this
-    process may run on (``os.sched_getaffinity``)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if configured is None or int(configured) < 0:
-        return cpus
-    return min(int(configured), cpus)
 
 
 class JpegBatches(Dataset):

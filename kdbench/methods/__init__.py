@@ -25,10 +25,20 @@ for _info in pkgutil.iter_modules(__path__):
 _RESERVED = {"_target_", "name"}
 
 
-def _coerce(key: str, value: Any, annotation: Any) -> Any:
-    kind = annotation if isinstance(annotation, type) else None
+def _kind(annotation: Any) -> type | None:
     if isinstance(annotation, str):
-        kind = {"float": float, "int": int, "bool": bool, "str": str}.get(annotation)
+        return {"float": float, "int": int, "bool": bool, "str": str}.get(annotation)
+    return annotation if isinstance(annotation, type) else None
+
+
+def numeric_hparams(cls: type[Method]) -> list[str]:
+    """The constructor arguments of ``cls`` annotated ``int`` or ``float``: each has a range (``Method.range_of``)."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    return [p.name for p in params if p.name != "self" and _kind(p.annotation) in (int, float)]
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    kind = _kind(annotation)
     if kind is None or value is None:
         return value
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -56,7 +66,10 @@ def method_class(cfg: DictConfig) -> type[Method]:
 
 
 def method_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """The method's hyper-parameters from its config, checked against the constructor's signature and types."""
+    """The method's hyper-parameters from its config, checked against the constructor's signature, types and
+    declared ranges."""
+    from ..config_schema import range_error
+
     cls = method_class(cfg)
     params = {n: p for n, p in inspect.signature(cls.__init__).parameters.items() if n != "self"}
     values = OmegaConf.to_container(cfg, resolve=True)
@@ -68,6 +81,9 @@ def method_kwargs(cfg: DictConfig) -> dict[str, Any]:
             raise ConfigError(f"method.{key}: unknown hyper-parameter for {cfg.get('name', target_name(cfg))}; "
                               f"valid: {', '.join(params) or '(none)'}")
         kwargs[key] = _coerce(key, value, params[key].annotation)
+        spec = cls.range_of(key) if _kind(params[key].annotation) in (int, float) else None
+        if spec and (message := range_error(f"method.{key}", kwargs[key], spec)):
+            raise ConfigError(message)
     return kwargs
 
 
@@ -91,4 +107,5 @@ def build_method(cfg: DictConfig) -> Method:
     return method_class(cfg)(**method_kwargs(cfg))
 
 
-__all__ = ["METHODS", "TASK_ONLY", "task_only_config", "Batch", "BuildContext", "Method", "Progress", "register_method", "build_method", "method_class", "method_kwargs"]
+__all__ = ["METHODS", "TASK_ONLY", "task_only_config", "Batch", "BuildContext", "Method", "Progress", "register_method", "build_method", "method_class", "method_kwargs",
+           "numeric_hparams"]

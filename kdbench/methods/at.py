@@ -18,6 +18,8 @@ from .base import Method, register_method
 class AT(Method):
     needs = frozenset({"logits", "stages"})
 
+    ranges = {"p": ">= 1"}
+
     def __init__(self, p: int = 2, ce_weight: float = 1.0, feat_weight: float = 1000.0):
         super().__init__()
         self.p, self.ce_weight, self.feat_weight = p, ce_weight, feat_weight

@@ -23,6 +23,10 @@ pair and a :class:`BuildContext` (training targets, the frozen teacher for stati
 they never depend on hard-coded channel tables; they train with the student and live in checkpoints, and
 buffers registered on the method (memory banks, adaptive state) are saved and restored with it.
 ``prepare`` may rewrite a batch before any forward pass (mixup); ``forward`` returns weighted, named terms.
+
+``ranges`` gives the valid range of a numeric hyper-parameter (``{"nce_t": "> 0"}``; the grammar of
+``kdbench.config_schema.parse_range``), for names that ``SHARED_RANGES`` does not cover or covers otherwise;
+the preflight checks every value against it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
+from fnmatch import fnmatchcase
 from typing import Callable, ClassVar, Iterable
 
 import torch
@@ -65,7 +70,21 @@ class Progress:
     steps_per_epoch: int
 
 
+# Ranges of the hyper-parameter names most methods share (fnmatch patterns, first match wins); a method's own
+# ``ranges`` come first.
+SHARED_RANGES = {
+    "temperature": "> 0",
+    "weight": ">= 0", "*_weight": ">= 0",
+    "alpha": ">= 0", "beta": ">= 0", "gamma": ">= 0",
+    "warmup_epochs": ">= 0",
+    "eps": "> 0",
+    "*_fraction": "[0, 1]", "label_smoothing": "[0, 1]",
+    "feat_dim": ">= 1", "mid_channels": ">= 1", "max_mid_channel": ">= 1",
+}
+
+
 class Method(nn.Module):
+    ranges: ClassVar[dict[str, str]] = {}
     needs: ClassVar[frozenset[str]] = frozenset({"logits"})
     teacher_needs: ClassVar[frozenset[str] | None] = None
     uses_teacher: ClassVar[bool] = True
@@ -74,6 +93,14 @@ class Method(nn.Module):
     task_terms: ClassVar[frozenset[str]] = frozenset({"ce"})
     needs_training_samples: ClassVar[bool] = False
     image_logits_from_stages: ClassVar[bool] = False
+
+    @classmethod
+    def range_of(cls, name: str) -> str | None:
+        """The valid range of hyper-parameter ``name``: the class's own (or a base class's), else the shared one."""
+        for klass in cls.__mro__:
+            if name in vars(klass).get("ranges", {}):
+                return vars(klass)["ranges"][name]
+        return next((spec for pattern, spec in SHARED_RANGES.items() if fnmatchcase(name, pattern)), None)
 
     @classmethod
     def needs_of(cls, role: str) -> frozenset[str]:

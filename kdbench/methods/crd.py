@@ -47,6 +47,8 @@ class CRD(Method):
     needs = frozenset({"logits", "embedding"})
     needs_training_samples = True  # memory banks indexed by training-sample index
 
+    ranges = {"nce_k": ">= 1", "nce_t": "> 0", "nce_m": "[0, 1)"}
+
     def __init__(self, ce_weight: float = 1.0, crd_weight: float = 0.8, kd_weight: float = 0.0,
                  temperature: float = 4.0, feat_dim: int = 128, nce_k: int = 16384, nce_t: float = 0.07,
                  nce_m: float = 0.5, nce_replacement: bool = False):

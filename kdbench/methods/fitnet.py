@@ -21,6 +21,8 @@ from .base import Method, register_method
 class FitNet(Method):
     needs = frozenset({"logits", "stages"})
 
+    ranges = {"hint_layer": "any"}  # an index into the stage list (negative from the end), checked in build
+
     def __init__(self, hint_layer: int = 2, ce_weight: float = 1.0, feat_weight: float = 100.0):
         super().__init__()
         self.hint_layer, self.ce_weight, self.feat_weight = hint_layer, ce_weight, feat_weight

@@ -21,6 +21,8 @@ from .base import Method, register_method
 class KDSVD(Method):
     needs = frozenset({"logits", "stages"})
 
+    ranges = {"k": ">= 1"}
+
     def __init__(self, k: int = 1, ce_weight: float = 1.0, feat_weight: float = 1.0):
         super().__init__()
         self.k, self.ce_weight, self.feat_weight = k, ce_weight, feat_weight

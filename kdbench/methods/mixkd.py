@@ -40,6 +40,8 @@ class MixedBatch(Batch):
 
 @register_method("mixkd")
 class MIXKD(Method):
+    ranges = {"mixup_alpha": "> 0"}  # Beta(a, a) needs a > 0
+
     def __init__(self, ce_weight: float = 0.1, kd_weight: float = 0.9, partial: bool = True,
                  keep_fraction: float = 0.9, mixup_alpha: float = 1.0):
         super().__init__()

@@ -44,6 +44,8 @@ class OFD(Method):
     needs = frozenset({"logits", "preact"})
     teacher_batch_stats = True  # the references leave the teacher in train mode (BN on batch statistics)
 
+    ranges = {"connector_kernel_size": ">= 1"}
+
     def __init__(self, ce_weight: float = 1.0, ofd_weight: float = 1e-3, connector_kernel_size: int = 1):
         super().__init__()
         self.ce_weight, self.ofd_weight, self.connector_kernel_size = ce_weight, ofd_weight, connector_kernel_size

@@ -31,6 +31,8 @@ from .base import Method, register_method
 
 @register_method("taid")
 class TAID(Method):
+    ranges = {"t_start": "[0, 1)", "t_end": "(0, 1]", "alpha": "[0, 1]", "beta": "[0, 1)"}
+
     def __init__(self, t_start: float = 0.4, t_end: float = 1.0, alpha: float = 5e-4, beta: float = 0.99,
                  adaptive: bool = True, ce_weight: float = 0.0, taid_weight: float = 1.0):
         super().__init__()

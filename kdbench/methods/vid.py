@@ -46,6 +46,8 @@ def _match_size(f_s: torch.Tensor, f_t: torch.Tensor):
 class VID(Method):
     needs = frozenset({"logits", "stages"})
 
+    ranges = {"init_pred_var": "> 0"}
+
     def __init__(self, ce_weight: float = 1.0, vid_weight: float = 1.0, init_pred_var: float = 5.0, eps: float = 1e-5):
         super().__init__()
         self.ce_weight, self.vid_weight, self.init_pred_var, self.eps = ce_weight, vid_weight, init_pred_var, eps

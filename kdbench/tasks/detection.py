@@ -18,7 +18,7 @@ import torch
 from ..data.batch import Batch
 from ..data.coco import detection_collate
 from ..data.sampler import EpochSampler, GroupedEpochBatchSampler, ShardSampler, aspect_groups
-from ..engine.runtime import autocast
+from ..precision import autocast
 from ..errors import ConfigError
 from ..methods import Method
 from ..models.detection import create_detector
@@ -83,9 +83,9 @@ class DetectionTask(Task):
         return None
 
     def _workers(self, cfg) -> int:
-        import os
+        from ..data.base import loader_workers
 
-        return min(int(cfg.dataset.get("num_workers", 0) or 0), len(os.sched_getaffinity(0)))
+        return loader_workers(int(cfg.dataset.get("num_workers", 0) or 0))
 
     def loaders(self, cfg, data, world, batch_per_rank, device, views, channels_last):
         """Training batches grouped by aspect ratio (landscape / portrait, as torchvision's reference), order and
