@@ -9,8 +9,10 @@ SGD, ADAMW, DOT = ("sgd", 0.05, 240, 64), ("adamw", 0.001, 250, 128), ("dot", 0.
 
 
 def write_result(root, run_id, *, method="kd", teacher=R32, student=R8, seed=0, last=None, best=None,
-                 top5=90.0, teacher_top1=79.42, hparams=None, status="completed", dataset="cifar100", recipe=None):
-    """One result.json; ``recipe`` = (optim name, lr, epochs, batch size) puts those into the resolved config."""
+                 top5=90.0, teacher_top1=79.42, hparams=None, status="completed", dataset="cifar100", recipe=None,
+                 history=None):
+    """One result.json; ``recipe`` = (optim name, lr, epochs, batch size) puts those into the resolved config;
+    ``history``: its per-epoch entries (default: one epoch)."""
     if hparams is None:
         hparams = {"temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9} if method == "kd" else {}
     failed = status == "failed"
@@ -31,8 +33,9 @@ def write_result(root, run_id, *, method="kd", teacher=R32, student=R8, seed=0, 
         "seed": seed, "epochs": recipe[2] if recipe else 240, "epochs_run": 3 if failed else 240,
         "metrics": {"best_top1": None if failed else best, "best_top5": None, "best_epoch": None,
                     "last_top1": None if failed else last, "last_top5": None if failed else top5},
-        "history": [{"epoch": 1, "lr": 0.05, "loss": 2.3, "losses": {}, "top1": 30.0, "top5": 60.0,
-                     "images_per_s": 5000.0, "epoch_time_s": 10.0}],
+        "history": history if history is not None else [
+            {"epoch": 1, "lr": 0.05, "loss": 2.3, "losses": {}, "top1": 30.0, "top5": 60.0,
+             "images_per_s": 5000.0, "epoch_time_s": 10.0}],
         "wall_time_s": 3600.0, "images_per_s": 5100.0, "device": "cpu", "precision": "fp32",
     }
     d = root / run_id
@@ -100,9 +103,10 @@ R101, R18 = "resnet101", "resnet18"
 
 
 def write_detection_result(root, run_id, *, method="dkd", teacher=R101, student=R18, seed=0, last=None, best=None,
-                           status="completed", teacher_ap=(42.0, 62.5, 45.9, 25.0, 45.6, 54.6)):
+                           status="completed", teacher_ap=(42.0, 62.5, 45.9, 25.0, 45.6, 54.6), history=None):
     """One detection result.json, as kdbench's detection task writes it: ``last`` / ``best`` are the six COCO box
-    AP numbers (AP, AP50, AP75, AP_S, AP_M, AP_L) of the final and of the best evaluation."""
+    AP numbers (AP, AP50, AP75, AP_S, AP_M, AP_L) of the final and of the best evaluation; ``history``: its
+    per-evaluation entries (default: one)."""
     failed = status == "failed"
     config = {"dataset": {"name": "coco", "task": "detection"}, "method": {"name": method},
               "optim": {"name": "sgd", "lr": 0.01, "weight_decay": 1e-4, "schedule": "multistep"},
@@ -121,8 +125,9 @@ def write_detection_result(root, run_id, *, method="dkd", teacher=R101, student=
         "method": {"name": method, "hparams": {"alpha": 1.0, "beta": 0.25, "temperature": 1.0} if method == "dkd" else {}},
         "seed": seed, "epochs": 240, "epochs_run": 2 if failed else 10,
         "metrics": metrics,
-        "history": [{"epoch": 1, "iteration": 20000, "lr": 0.01, "loss": 1.0, "losses": {},
-                     **dict(zip(DET_METRICS, (20.0, 40.0, 20.0, 10.0, 22.0, 27.0)))}],
+        "history": history if history is not None else [
+            {"epoch": 1, "iteration": 20000, "lr": 0.01, "loss": 1.0, "losses": {},
+             **dict(zip(DET_METRICS, (20.0, 40.0, 20.0, 10.0, 22.0, 27.0)))}],
         "wall_time_s": 36000.0, "images_per_s": 40.0, "device": "cuda", "precision": "bf16",
     }
     d = root / run_id
@@ -143,3 +148,18 @@ def detection(tmp_path):
     w("pld-1", method="pld", seed=1, last=(32.6, 53.8, 34.4, 18.6, 35.0, 42.2), best=(32.7, 53.9, 34.5, 18.7, 35.1, 42.3))
     w("pld-2", method="pld", seed=2, status="failed")
     return root
+
+
+def epoch_history(epochs, top1, loss=2.0, *, detection=False, every=1000):
+    """A history of ``epochs`` entries climbing linearly to ``top1`` (AP with ``detection``, evaluated every
+    ``every`` iterations) while the loss falls from ``loss``."""
+    out = []
+    for e in range(1, epochs + 1):
+        score, value = top1 * e / epochs, loss / e
+        entry = {"epoch": e, "lr": 0.05, "loss": value, "losses": {"ce": value / 2, "kd": value / 2}}
+        if detection:
+            entry.update({"iteration": e * every, **{m: score for m in DET_METRICS}})
+        else:
+            entry.update({"top1": score, "top5": min(100.0, score + 15), "images_per_s": 5000.0})
+        out.append(entry)
+    return out

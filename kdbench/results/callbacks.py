@@ -1,4 +1,5 @@
-"""Hydra callback: when a multirun ends, print the sweep's leaderboard and write it next to the runs."""
+"""Hydra callback: when a multirun ends, print the sweep's leaderboard and write it (and the runs' learning curves)
+next to the runs."""
 
 from __future__ import annotations
 
@@ -37,3 +38,12 @@ class LeaderboardCallback(Callback):
             write_text(sweep_dir / f"{stem}.md", to_markdown(part) + board_failed)
             to_csv(part, sweep_dir / f"{stem}.csv")
             log.info("leaderboard: %s", sweep_dir / f"{stem}.md")
+            try:  # the learning curves; a plotting failure never fails the sweep
+                from .plot import plot_curves
+
+                curves = plot_curves(records, part, sweep_dir / f"{stem}-curves.png")
+            except Exception as e:  # noqa: BLE001
+                log.warning("no learning curves: %s: %s", type(e).__name__, e)
+            else:
+                if curves is not None:
+                    log.info("learning curves: %s", curves)

@@ -1,6 +1,7 @@
 """``kdbench-table``: aggregate result.json files into a leaderboard beside the published numbers.
 
-Outputs: a rich console table, markdown, CSV, LaTeX (booktabs) and a PNG plot, optionally uploaded to W&B.
+Outputs: a rich console table, markdown, CSV, LaTeX (booktabs) and a PNG plot (with the runs' learning curves
+beside it, ``<name>-curves.png``), optionally uploaded to W&B.
 Two layouts: one line per (dataset, teacher, student, method, differing settings) (the default), or, with
 ``--reference NAME``, the paper's layout: methods x teacher-student pairs, ours beside the published number.
 Best-epoch and last-epoch numbers are separate, labelled columns everywhere; failed runs are listed, never averaged.
@@ -23,7 +24,7 @@ from rich.text import Text
 from ..io import write_text
 from .aggregate import aggregate, board_stem, by_task, failed_runs, find_results, with_published
 from .layout import METRICS, TableError, has_published, reference_layout, rows_grid
-from .plot import plot_png
+from .plot import plot_curves, plot_png
 from .reference import ReferenceError, list_references, pair as parse_pair, resolve_references, same_model
 from .render import failed_markdown, grid_latex, grid_markdown, layout_csv, print_table, render_grid_rich, to_csv
 from .upload import upload_wandb
@@ -152,6 +153,9 @@ def _run(args, console: Console) -> int:
         if "png" in formats:
             plot_png(board_rows, out / f"{stem}.png", args.metric, title=grid.title)
             files.append(out / f"{stem}.png")
+            curves = plot_curves(records, board_rows, out / f"{stem}-curves.png", title=grid.title)
+            if curves is not None:  # the learning curves, where the runs' histories have some
+                files.append(curves)
         if args.wandb:
             where = upload_wandb(grid, out, [p for p in files if p.suffix == ".png"], args.wandb_project,
                                  args.wandb_mode, stem)
