@@ -177,22 +177,30 @@ def test_quickstart_preset_prints_teacher_ce_and_kd_rows(tmp_path, env):
     assert "kdbench leaderboard" in out.stdout
 
 
-def test_concurrent_jobs_train_the_teacher_once(tmp_path, env, cifar_root):
+def test_concurrent_jobs_train_the_teacher_once(tmp_path, env):
+    """Four jobs started at once on an empty teacher store and an empty teacher-logit cache: the teacher is
+    trained once and the cache built once (each under its file lock), and all four use the same ones."""
     import subprocess
     import sys
 
-    args = [f"dataset.root={cifar_root}", "teacher=resnet8", "teacher.train_epochs=1", "student=resnet8",
-            "trainer.epochs=1", "trainer.max_steps_per_epoch=1", "logger.mode=disabled", *FAST]
+    args = ["dataset=synthetic", "dataset.train_size=16", "dataset.test_size=16", "teacher=resnet8",
+            "teacher.train_epochs=1", "student=resnet8", "method=kd", "trainer.epochs=1",
+            "trainer.max_steps_per_epoch=1", "trainer.teacher_cache=on", "logger.mode=disabled", *FAST]
     script = "import sys; from kdbench.cli import entry; sys.argv = ['kdbench'] + sys.argv[1:]; entry()"
+    seeds = range(4)
     procs = [subprocess.Popen([sys.executable, "-c", script, *args, f"seed={s}", f"hydra.run.dir={tmp_path / str(s)}"],
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for s in (0, 1)]
+             for s in seeds]
     logs = [p.communicate(timeout=600)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], logs
+    assert [p.returncode for p in procs] == [0] * len(procs), logs
     assert sum("not in the store: training it first" in log for log in logs) == 1, logs
-    results = [read_result(tmp_path / str(s)) for s in (0, 1)]
-    assert results[0]["teacher"]["checkpoint"] == results[1]["teacher"]["checkpoint"]
-    assert results[0]["teacher"]["top1"] == results[1]["teacher"]["top1"]
+    assert sum("; building it (" in log for log in logs) == 1, logs
+    teachers = [read_result(tmp_path / str(s))["teacher"] for s in seeds]
+    assert len({t["checkpoint"] for t in teachers}) == 1 and len({t["top1"] for t in teachers}) == 1
+    assert len({t["logit_cache"] for t in teachers}) == 1 and sum(t["logit_cache_built"] for t in teachers) == 1
+    store = Path(env["KDBENCH_HOME"])
+    assert len(list(store.rglob("teacher.pth"))) == 1 and len(list(store.rglob("logits.f16"))) == 1
+    assert not list(store.rglob("*.tmp"))
 
 
 def test_headline_command_trains_pld_into_cifar_resnet18(tmp_path, env, cifar_root):

@@ -110,6 +110,8 @@ class TeacherLogitCache:
                channels_last: bool) -> None:
         t0 = time.perf_counter()
         (directory / META).unlink(missing_ok=True)
+        for stale in directory.glob(f".{DATA}.*.tmp"):  # a killed builder's (this one holds the lock)
+            stale.unlink(missing_ok=True)
         tmp = directory / f".{DATA}.{os.getpid()}.tmp"
         out = np.memmap(tmp, dtype=np.float16, mode="w+", shape=shape)
         mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255.0

@@ -114,9 +114,14 @@ class Sums:
 
 
 def checkpoint(run, state: TrainState) -> None:
-    """last.pt: everything a resume needs (rank 0 writes; BN statistics are rank 0's)."""
+    """last.pt: everything a resume needs (rank 0 writes; BN statistics are rank 0's). A write that fails (a full
+    disk, say) stops the run as failed, the previous checkpoint left in place."""
     if run.world.main:
-        state.save(run.ckpt_dir / LAST, run.resolved, run.checkpoint_modules())
+        path = run.ckpt_dir / LAST
+        try:
+            state.save(path, run.resolved, run.checkpoint_modules())
+        except OSError as e:
+            raise TrainingFailed(f"cannot write checkpoint {path}: {e.strerror or e}") from e
 
 
 def train_loop(run, state: TrainState, tracker, bar) -> None:

@@ -67,11 +67,12 @@ def _train_into_store(cfg: DictConfig, directory: Path, dataset_name: str) -> No
     state = torch.load(directory / "run" / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
     # The store keeps the final (last-epoch) weights, as the community teachers are ckpt_epoch_240.pth.
     metrics, primary = record["metrics"], task_of(cfg.dataset).primary.name
-    save_torch(directory / "teacher.pth", {"model": state["model"], "epoch": state["epoch"],
-                                          "best_acc": metrics[f"best_{primary}"]})
+    # teacher.pth last: it marks the entry complete (a builder killed before it leaves an entry the next one redoes)
     write_json(directory / "meta.json", {"name": str(cfg.teacher.name), "dataset": dataset_name,
                                          **{k[len("last_"):]: v for k, v in metrics.items() if k.startswith("last_")},
                                          "epochs": record["epochs_run"], "best_checkpoint": str(best)})
+    save_torch(directory / "teacher.pth", {"model": state["model"], "epoch": state["epoch"],
+                                          "best_acc": metrics[f"best_{primary}"]})
 
 
 def provide_teacher(cfg: DictConfig, data, device):
@@ -90,7 +91,7 @@ def provide_teacher(cfg: DictConfig, data, device):
         directory = store_dir(cfg, data.name)
         directory.mkdir(parents=True, exist_ok=True)
         with FileLock(str(directory / "train.lock")):
-            if not (directory / "teacher.pth").is_file():
+            if not ((directory / "teacher.pth").is_file() and (directory / "meta.json").is_file()):
                 _train_into_store(cfg, directory, data.name)
         source = str(directory / "teacher.pth")
         load_checkpoint(model, source)

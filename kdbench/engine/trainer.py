@@ -24,7 +24,7 @@ from .build import Run, build
 from .loop import train_loop
 from .progress import EpochProgress
 from .record import run_record, write_run_record
-from .state import CHECKPOINT_DIR, LAST, TrainState, resume_path
+from .state import CHECKPOINT_DIR, LAST, TrainState, check_output_dir, prior_work, resume_path
 from .tracking import Tracker
 
 log = logging.getLogger("kdbench")
@@ -41,7 +41,10 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None, world: distribu
     preemption.Preempted (after a mid-interval checkpoint) when a stop signal arrives.
     """
     started_at, t_start = utc_now(), time.perf_counter()
-    run = build(cfg, Path(run_dir), teacher_provider, world or distributed.World())
+    world = world or distributed.World()
+    if world.main:
+        check_output_dir(Path(run_dir))  # before any work (a teacher's training included)
+    run = build(cfg, Path(run_dir), teacher_provider, world)
     state = start_or_resume(run)
     tracker = open_tracker(run, state)
     status, failure = "failed", None
@@ -73,10 +76,24 @@ def train(cfg: DictConfig, run_dir: Path, teacher_provider=None, world: distribu
 
 
 def start_or_resume(run: Run) -> TrainState:
-    """A fresh state, or the one in ``resume``'s checkpoint (its weights and optimiser state restored)."""
+    """A fresh state, or the one in ``resume``'s checkpoint (its weights and optimiser state restored; the previous
+    checkpoint where the last is damaged). Never starts over silently where the run directory holds earlier work:
+    ``resume=true`` without a checkpoint to continue from is refused there, a fresh start over it is warned of."""
     state = TrainState()
-    if (path := resume_path(run.cfg.get("resume"), run.run_dir)) is not None:
-        state = TrainState.load(path, run.resolved, run.checkpoint_modules(), run.device)
+    resume = run.cfg.get("resume")
+    path = resume_path(resume, run.run_dir)
+    if path is None and run.world.main and (held := prior_work(run.run_dir)):
+        if resume is True or str(resume).lower() == "true":
+            raise ConfigError(f"resume: {run.run_dir} holds {held} but no checkpoint to continue from; pass "
+                              "resume=false to start over there, or another hydra.run.dir")
+        log.warning("%s already holds %s; starting over (its checkpoints and result.json get replaced; resume=true "
+                    "continues it instead)", run.run_dir, held)
+    if run.world.main:
+        modules = (run.student, run.method)
+        weights = sum(t.numel() * t.element_size() for m in modules for t in m.state_dict().values())
+        check_output_dir(run.run_dir, need_bytes=2 * weights)  # weights + optimiser state, at least
+    if path is not None:
+        state, path = TrainState.resume(path, run.resolved, run.checkpoint_modules(), run.device)
         if state.best is None and state.history:
             primary = run.task.primary.name
             state.best = max((h[primary] for h in state.history), default=None)
