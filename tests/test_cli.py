@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -108,14 +109,14 @@ def test_end_to_end_kd_run_result_wandb_and_table(tmp_path, env, cifar_root):
     assert r["student"]["name"] == "resnet8" and r["student"]["resolved"] == "cifar_resnet8"
     assert r["student"]["params"] == sum(p.numel() for p in __import__("kdbench.models", fromlist=["x"]).create_model("resnet8", 100).parameters())
     assert r["teacher"]["name"] == "resnet8" and 0.0 <= r["teacher"]["top1"] <= 100.0
-    assert r["teacher"]["checkpoint"].endswith("teachers/cifar100/resnet8/e1-s0/teacher.pth")
+    assert re.search(r"teachers/cifar100/resnet8/e1-s0-r[0-9a-f]{8}/teacher\.pth$", r["teacher"]["checkpoint"])
     assert r["method"] == {"name": "kd", "hparams": {"temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9}}
     assert r["seed"] == 3 and r["epochs"] == 2 and r["epochs_run"] == 2 and len(r["history"]) == 2
     assert set(r["history"][0]["losses"]) == {"ce", "kd"}
     assert r["metrics"]["best_epoch"] in (1, 2) and r["metrics"]["last_top1"] == r["history"][-1]["top1"]
     assert r["config"]["method"]["name"] == "kd" and r["config"]["optim"]["lr"] == 0.05
     # The teacher was trained into the store with the ce recipe, and its own run recorded.
-    store_run = Path(env["KDBENCH_HOME"]) / "teachers/cifar100/resnet8/e1-s0/run/result.json"
+    store_run = Path(r["teacher"]["checkpoint"]).parent / "run" / "result.json"
     assert json.loads(store_run.read_text())["method"]["name"] == "ce"
     # Checkpoints (community format for best) and the W&B offline run directory.
     assert torch.load(run_dir / "checkpoints/best.pt", weights_only=True)["model"]
