@@ -139,6 +139,25 @@ def preflight(argv: list[str]) -> None:
             except OmegaConfBaseException as e:  # e.g. an interpolation to a key that does not exist
                 key = getattr(e, "full_key", None)
                 fail(f"{key}: {str(e).splitlines()[0]}" if key else str(e).splitlines()[0])
+        if not args.cfg:  # Hydra creates the output folder before kdbench runs: its place must take one
+            try:
+                hydra_cfg = compose(config_name="config", overrides=jobs[0], return_hydra_config=True).hydra
+                key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
+                check_output_place(Path(str(hydra_cfg.sweep.dir if args.multirun else hydra_cfg.run.dir)), key)
+            except ConfigError as e:
+                fail(str(e))
+
+
+def check_output_place(folder: Path, key: str) -> None:
+    """ConfigError unless ``folder`` exists as a writable directory or can be created (its nearest existing
+    ancestor is a writable directory); nothing is created."""
+    folder = folder.expanduser().absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{key}: {folder} cannot be created: {existing} is a file; choose another with {key}=<dir>")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}: {folder} cannot be written ({existing} is not writable); choose another with "
+                          f"{key}=<dir>")
 
 
 def validate(cfg: DictConfig, check_files: bool = True) -> None:
