@@ -292,3 +292,36 @@ def test_a_killed_builder_leaves_nothing_taken_for_complete(tmp_path, monkeypatc
     assert record["status"] == "completed" and record["teacher"]["logit_cache_built"]
     assert "building it" in messages and "training it first" not in messages
     assert not list(store.rglob("*.tmp"))
+
+
+def test_a_result_json_that_cannot_be_written_never_hides_the_failure(tmp_path, monkeypatch, caplog):
+    """A full disk when the failure record is written: the run still raises TrainingFailed with its own reason,
+    and one error line says the record could not be written."""
+    import logging
+
+    import pytest
+    from hydra import compose, initialize_config_module
+
+    import kdbench.engine.record as record_module
+    from kdbench.engine import loop
+    from kdbench.engine.trainer import train
+    from kdbench.errors import TrainingFailed
+
+    with initialize_config_module(config_module="kdbench.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "dataset=synthetic", "dataset.train_size=32", "dataset.test_size=16", "student=resnet8", "method=ce",
+            "trainer.epochs=1", "trainer.batch_size=16", "trainer.progress=false", "trainer.device=cpu",
+            "logger.mode=disabled", f"store={tmp_path / 'store'}"])
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    def breaks(*args, **kwargs):
+        raise TrainingFailed("non-finite loss at epoch 1, step 1")
+
+    monkeypatch.setattr(record_module, "write_record", full_disk)
+    monkeypatch.setattr(loop, "_evaluate_and_record", breaks)
+    with caplog.at_level(logging.ERROR, logger="kdbench"), pytest.raises(TrainingFailed, match="non-finite"):
+        train(cfg, tmp_path / "run")
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and "non-finite loss" in errors[0]

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
+from ..errors import TrainingFailed
 from ..results.record import build_record, write_record
 from .build import Run
 from .state import TrainState
+
+log = logging.getLogger("kdbench")
 
 
 def run_record(run: Run, state: TrainState, *, status: str, failure: str | None, started_at: str,
@@ -27,5 +32,15 @@ def run_record(run: Run, state: TrainState, *, status: str, failure: str | None,
 
 
 def write_run_record(run: Run, record: dict) -> None:
-    if run.world.main:
+    """result.json (rank 0). A record that cannot be written (a full disk) fails a completed run (TrainingFailed);
+    for a run that failed or stopped it is logged in one line and never replaces the failure being reported."""
+    if not run.world.main:
+        return
+    try:
         write_record(run.run_dir, record)
+    except OSError as e:
+        where = run.run_dir / "result.json"
+        if record["status"] == "completed":
+            raise TrainingFailed(f"cannot write {where} ({e.strerror or e})") from None
+        log.error("cannot write %s (%s); the run's status was %s%s", where, e.strerror or e, record["status"],
+                  f": {record['failure']}" if record.get("failure") else "")
