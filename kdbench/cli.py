@@ -64,6 +64,28 @@ def _hydra_error_line(e: Exception) -> str:
     return text.split(" Config search path")[0]
 
 
+def _unknown_key_line(e: Exception, job: list[str], compose) -> str | None:
+    """Hydra's "Could not override 'group.key'" as kdbench's line: the key, and the keys that group has in this
+    composition (for ``method``: the method's hyper-parameters)."""
+    import re
+
+    match = re.search(r"Could not override '([\w.]+)'", str(e))
+    if not match or "." not in match.group(1):
+        return None
+    key = match.group(1)
+    group = key.split(".")[0]
+    choices = [o for o in job if "." not in o.split("=", 1)[0]]  # the group choices alone (method=dkd, ...)
+    try:
+        section = compose(config_name="config", overrides=choices).get(group)
+    except Exception:  # noqa: BLE001 - the rest does not compose either: Hydra's own line says why
+        return None
+    if not isinstance(section, DictConfig):
+        return None
+    valid = [k for k in section if k not in ("_target_", "name")]
+    what = f"{group}={section.get('name')}" if section.get("name") else group
+    return f"{key}: no such key in {what}; valid: {', '.join(valid) or '(none)'}"
+
+
 def _job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
     """The override list of each job a (multi)run would launch, as Hydra's sweeper expands them (a glob over a
     config group's options, ``experiment=glob(cifar100/*)``, is expanded against the group's options)."""
@@ -129,7 +151,7 @@ def preflight(argv: list[str]) -> None:
             try:
                 cfg = compose(config_name="config", overrides=job)
             except (MissingConfigException, ConfigCompositionException, OverrideParseException) as e:
-                fail(_hydra_error_line(e))
+                fail(_unknown_key_line(e, job, compose) or _hydra_error_line(e))
             except OmegaConfBaseException as e:
                 fail(str(e).splitlines()[0])
             try:
