@@ -19,7 +19,7 @@ def test_wheel_install_finds_its_configs(tmp_path):
     assert build.returncode == 0, build.stderr
     assert (target / "kdbench" / "conf" / "experiment" / "quickstart.yaml").is_file()
     env = dict(os.environ, PYTHONPATH=str(target))
-    out = subprocess.run([sys.executable, "-c", "import sys; sys.argv = ['kdbench', 'method=dkd', '--cfg', 'job']; "
+    out = subprocess.run([sys.executable, "-c", "import sys; sys.argv = ['kdbench', 'method=dkd', '--cfg', 'job', '--resolve']; "
                           "import kdbench.cli as c; c.entry()"],
                          capture_output=True, text=True, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr
