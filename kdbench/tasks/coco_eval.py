@@ -66,15 +66,16 @@ def coco_map(predictions: list[dict], targets: list[dict]) -> dict:
 class CocoMAP:
     """Accumulates predictions and targets batch by batch; ``compute()`` scores them once with :func:`coco_map`.
 
-    Under data parallelism (``torch.distributed`` initialised) ``compute()`` all-gathers every rank's images
+    ``sharded`` (the default) and ``torch.distributed`` initialised: ``compute()`` all-gathers every rank's images
     (``all_gather_object``) and every rank returns the numbers of the whole evaluation set; shards may differ in
-    size. torchmetrics' own ``sync_on_compute`` is not used: it all-gathers the per-image list states element by
+    size. ``sharded=False`` scores this process's images alone, a collective never entered (one rank measuring a
+    teacher while the others wait). torchmetrics' own ``sync_on_compute`` is not used: it all-gathers the per-image list states element by
     element, which needs the same number of images on every rank. ``update`` keeps CPU copies (boxes, scores,
     labels; the targets' boxes, labels, iscrowd, area, image_id).
     """
 
-    def __init__(self, process_group=None):
-        self.process_group = process_group
+    def __init__(self, process_group=None, sharded: bool = True):
+        self.process_group, self.sharded = process_group, sharded
         self.reset()
 
     def reset(self) -> None:
@@ -88,10 +89,12 @@ class CocoMAP:
         self.targets.extend(_cpu(t, ("boxes", "labels", "iscrowd", "area", "image_id")) for t in targets)
 
     def gathered(self) -> tuple[list[dict], list[dict]]:
-        """Every rank's predictions and targets (this process's alone outside data parallelism)."""
+        """Every rank's predictions and targets (this process's alone when not sharded or outside data
+        parallelism)."""
         import torch.distributed as dist
 
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(self.process_group) == 1:
+        if not (self.sharded and dist.is_available() and dist.is_initialized()) or \
+                dist.get_world_size(self.process_group) == 1:
             return list(self.predictions), list(self.targets)
         shards: list = [None] * dist.get_world_size(self.process_group)
         dist.all_gather_object(shards, (self.predictions, self.targets), group=self.process_group)

@@ -11,7 +11,7 @@ regression) are added beside the method's terms, whose ``ce`` is the RoI classif
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -34,8 +34,6 @@ class DetectionBatch:
     images: list[torch.Tensor]  # float (3, H, W) in [0, 1], on the device; sizes differ
     targets: list[dict]  # boxes (N, 4) xyxy, labels (N,) in 1..K, ... on the device
     index: torch.Tensor
-    views: dict = field(default_factory=dict)
-    view_ids: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -137,16 +135,14 @@ class DetectionTask(Task):
         with ``out_dir`` the detections are also written there in the COCO results format."""
         was_training = model.training
         model.eval()
-        scores = CocoMAP()
+        scores = CocoMAP(sharded=sharded)  # not sharded: the teacher's measurement on rank 0 alone
         for batch in loader:
             with autocast(precision, device):
                 detections = model(batch.images)
             detections = [{k: v.float() if k != "labels" else v for k, v in d.items()} for d in detections]
             scores.update(detections, batch.targets)
         model.train(was_training)
-        # sharded: every rank's images (a collective); else this process's alone (the teacher's measurement on
-        # rank 0 while the other ranks wait)
-        predictions, targets = scores.gathered() if sharded else (scores.predictions, scores.targets)
+        predictions, targets = scores.gathered()
         if out_dir is not None and (not sharded or torch.distributed.get_rank() == 0):
             dataset = loader.loader.dataset
             write_detections(out_dir / DETECTIONS_FILE, predictions, [t["image_id"] for t in targets],
