@@ -94,9 +94,10 @@ def start_or_resume(run: Run) -> TrainState:
         check_output_dir(run.run_dir, need_bytes=2 * weights)  # weights + optimiser state, at least
     if path is not None:
         state, path = TrainState.resume(path, run.resolved, run.checkpoint_modules(), run.device)
-        if state.best is None and state.history:
-            primary = run.task.primary.name
-            state.best = max((h[primary] for h in state.history), default=None)
+        if state.best is None:  # a checkpoint that did not record it: the best of its history, as the task ranks
+            for entry in state.history:
+                if run.task.is_better(entry[run.task.primary.name], state.best):
+                    state.best = entry[run.task.primary.name]
         where = f"epoch {state.epoch + 1}" + (f", step {state.partial.step}" if state.partial else "")
         log.info("resuming from %s at %s", path, where)
     state.run_id = state.run_id or distributed.broadcast_object(f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
