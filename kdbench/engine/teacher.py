@@ -28,19 +28,19 @@ from .optim import strategy_of
 log = logging.getLogger("kdbench")
 
 
-# The keys of the teacher's own training config that make its recipe; the rest (device, loader, logging, paths,
-# cadences) changes how it runs, not what it learns.
-RECIPE_KEYS = {"optim": None, "trainer": ("epochs", "iterations", "batch_size", "precision", "max_steps_per_epoch"),
-               "dataset": None}
+# The trainer keys of the teacher's own training config that make its recipe (with all of optim and the dataset
+# but its paths); the rest (device, loader, logging, cadences) changes how it runs, not what it learns.
+RECIPE_TRAINER_KEYS = ("epochs", "iterations", "batch_size", "precision", "max_steps_per_epoch")
 NOT_RECIPE_DATASET_KEYS = ("root", "download", "num_workers")
 
 
-def recipe_hash(cfg: DictConfig) -> str:
-    """8 hex digits over the store teacher's recipe: its optimiser and schedule, batch size, length, precision and
-    the dataset's settings (augmentation, sizes, normalisation), so differently trained teachers never share a key."""
-    tcfg = OmegaConf.to_container(teacher_training_config(cfg), resolve=True)
+def recipe_hash(teacher_cfg: DictConfig) -> str:
+    """8 hex digits over a store teacher's recipe (``teacher_cfg``: its own training config): its whole optimiser
+    and schedule, batch size, length, precision and the dataset's settings (augmentation, sizes, normalisation), so
+    differently trained teachers never share a key."""
+    tcfg = OmegaConf.to_container(teacher_cfg, resolve=True)
     recipe = {"optim": tcfg["optim"],
-              "trainer": {k: tcfg["trainer"].get(k) for k in RECIPE_KEYS["trainer"]},
+              "trainer": {k: tcfg["trainer"].get(k) for k in RECIPE_TRAINER_KEYS},
               "dataset": {k: v for k, v in tcfg["dataset"].items() if k not in NOT_RECIPE_DATASET_KEYS}}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
@@ -49,10 +49,10 @@ def store_dir(cfg: DictConfig, dataset_name: str) -> Path:
     """``<store>/teachers/<dataset>/<arch>/e<epochs>-s<seed>-r<recipe hash>`` (``i<iterations>`` for an
     iteration-based recipe). An entry written before recipe hashes (``e<epochs>-s<seed>``) is still used where no
     hashed entry exists, with a log line: its recipe was not recorded."""
-    t, trainer = cfg.teacher, teacher_training_config(cfg).trainer
-    length = f"i{int(trainer.iterations)}" if trainer.get("iterations") else f"e{int(t.train_epochs)}"
+    t, own = cfg.teacher, teacher_training_config(cfg)
+    length = f"i{int(own.trainer.iterations)}" if own.trainer.get("iterations") else f"e{int(t.train_epochs)}"
     folder = Path(str(cfg.store)).expanduser() / "teachers" / dataset_name / str(t.name)
-    hashed, legacy = folder / f"{length}-s{int(t.seed)}-r{recipe_hash(cfg)}", folder / f"{length}-s{int(t.seed)}"
+    hashed, legacy = folder / f"{length}-s{int(t.seed)}-r{recipe_hash(own)}", folder / f"{length}-s{int(t.seed)}"
     if not (hashed / "teacher.pth").is_file() and (legacy / "teacher.pth").is_file() and (legacy / "meta.json").is_file():
         log.info("teacher store: using %s, written before the store recorded recipes (its recipe is not checked)",
                  legacy)
