@@ -73,9 +73,7 @@ class ClassificationTask(Task):
         if wanted in ("device", "auto") and not reason:
             train = DeviceTrainLoader(data.train, sampler, batch_per_rank, str(dcfg.augment), dcfg.mean, dcfg.std,
                                       device, channels_last)
-            test = DeviceTestLoader(data.test, eval_batch, dcfg.mean, dcfg.std, device, world.rank, world.size,
-                                    channels_last)
-            return train, sampler, test, "device"
+            return train, sampler, self.test_loader(cfg, data, device, world, channels_last), "device"
         if wanted in ("jpeg", "auto") and not jpeg_reason:
             train, test = build_jpeg_loaders(
                 data.train.samples, data.test.samples, sampler, ShardSampler(len(data.test), world.rank, world.size),
