@@ -16,7 +16,15 @@ A method declares what it wants and the engine computes exactly that:
   ``batch.index`` (CRD's memory banks) or statistics of a pass over the training images (ND's teacher class
   means); tasks whose scored items are not training images (a detector's RoIs) refuse it;
 - ``image_logits_from_stages``: the method turns the student's stage maps into image-level logits of its own
-  and compares them with the teacher's logits (OFA's branches); tasks whose logits are not per image refuse it.
+  and compares them with the teacher's logits (OFA's branches); tasks whose logits are not per image refuse it;
+- ``uses_unlabelled``: with ``dataset.labelled_fraction < 1`` each training batch holds a labelled batch followed
+  by an equal-sized batch from the unlabelled pool, whose targets are ``UNLABELLED`` (-1); other methods train on
+  the labelled part alone;
+- ``needs_validation``: the method selects or learns something on a validation split carved from the training
+  data (``dataset.validation_fraction``; never the test set): ``BuildContext.validation_batches`` yields it, and
+  ``select_on_validation`` runs on it before each evaluation;
+- ``evaluation_needs``: the student is scored on ``predict(outputs)`` (class scores from the student's outputs
+  and the method's own parts, e.g. a second head) instead of its plain logits; None: the plain logits.
 
 ``build`` creates trainable parts (connectors, projectors, memory banks) from sample outputs of the actual
 pair and a :class:`BuildContext` (training targets, the frozen teacher for statistics, a cache directory), so
@@ -56,6 +64,10 @@ class BuildContext:
     cache_dir: Path  # a persistent directory (under the kdbench store) for such caches
     plain_train_batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]
     """Yields (images, targets, index) over the whole training set without augmentation, on ``device``."""
+    student: nn.Module | None = None  # the student being trained (for methods that look ahead through it)
+    validation_batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] | None = None
+    """Yields (images, targets, index) over the validation split without augmentation, on ``device`` (methods
+    declaring ``needs_validation``; None otherwise)."""
 
     @property
     def train_size(self) -> int:
@@ -83,6 +95,9 @@ SHARED_RANGES = {
 }
 
 
+UNLABELLED = -1  # the target of an image from the unlabelled pool
+
+
 class Method(nn.Module):
     ranges: ClassVar[dict[str, str]] = {}
     needs: ClassVar[frozenset[str]] = frozenset({"logits"})
@@ -93,6 +108,9 @@ class Method(nn.Module):
     task_terms: ClassVar[frozenset[str]] = frozenset({"ce"})
     needs_training_samples: ClassVar[bool] = False
     image_logits_from_stages: ClassVar[bool] = False
+    uses_unlabelled: ClassVar[bool] = False
+    needs_validation: ClassVar[bool] = False
+    evaluation_needs: ClassVar[frozenset[str] | None] = None
 
     @classmethod
     def range_of(cls, name: str) -> str | None:
@@ -123,6 +141,16 @@ class Method(nn.Module):
 
     def forward(self, student: ModelOutput, teacher: ModelOutput | None, batch: Batch, progress: Progress) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def predict(self, student: ModelOutput) -> torch.Tensor:
+        """Class scores the student is evaluated on (methods with ``evaluation_needs``; default: its logits)."""
+        return student.logits
+
+    def select_on_validation(self, student: ModelOutput, targets: torch.Tensor) -> dict:
+        """Choose what the method selects on validation data (``student``: the student's ``evaluation_needs``
+        outputs over the whole validation split, concatenated; ``targets``: its labels); returns the choices, as
+        recorded in result.json. Called before each evaluation by methods declaring ``needs_validation``."""
+        return {}
 
 
 METHODS: dict[str, type[Method]] = {}

@@ -1,0 +1,1 @@
+"""Training-free student search for a teacher (DisWOT): ``kdbench-search``."""
