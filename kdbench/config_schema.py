@@ -74,6 +74,7 @@ class TeacherSchema:
     train_epochs: int = 240
     seed: int = 0
     recipe: Dict[str, Any] = field(default_factory=dict)  # the store-trained teacher's own trainer/optim keys
+    random_init: bool = False  # the architecture at random initialisation (seeded by seed), frozen
 
 
 @dataclass
@@ -82,6 +83,7 @@ class StudentSchema:
     checkpoint: Optional[str] = None
     pretrained: bool = False
     base_lr: Optional[float] = None  # read by optim=cifar (lr 0.01 for MobileNetV2 / ShuffleNet students)
+    init_from_teacher: Optional[str] = None  # start from the teacher's weights (engine/student.py: FROM_TEACHER)
 
 
 @dataclass

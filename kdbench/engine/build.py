@@ -30,7 +30,7 @@ from .optim import build_optimizer, build_scheduler, strategy_of
 from .runtime import check_precision, resolve_channels_last, seed_everything, select_device, set_deterministic
 from .state import CHECKPOINT_DIR
 from .step import TrainStep
-from .student import build_student
+from .student import build_student, initialise_from_teacher
 
 
 @dataclass
@@ -137,6 +137,10 @@ def build(cfg: DictConfig, run_dir: Path, teacher_provider, world: distributed.W
         raise ConfigError(f"method={cfg.method.name} cannot use student {cfg.student.name}: {reason}")
     cache_plan = CachePlan(cfg, data, method)  # refuses teacher_cache=on here, before any teacher work
     teacher, teacher_info = _obtain_teacher(cfg, data, device, method, task, teacher_provider, world)
+    if cfg.student.get("init_from_teacher"):
+        if teacher is None:
+            raise ConfigError(f"student.init_from_teacher: method={cfg.method.name} runs no teacher to start from")
+        student_info["init"] = initialise_from_teacher(student, teacher, cfg.student)
 
     channels_last = resolve_channels_last(tcfg.channels_last, device)
     student.to(device=device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)

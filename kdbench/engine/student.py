@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from ..errors import ConfigError
 from ..models import create_model, load_checkpoint
 
 log = logging.getLogger("kdbench")
@@ -39,3 +40,24 @@ def build_student(cfg: DictConfig, num_classes: int, image_size: int,
     log.info("student %s (%s): init %s%s", scfg.name, model.kdbench_name, info["init"],
              f", head {info['head']}" if "head" in info else "")
     return model.cpu().train(), info
+
+
+# ``student.init_from_teacher``: how the student starts from the frozen teacher's weights (same architecture).
+FROM_TEACHER = ("equal",)
+
+
+def initialise_from_teacher(student: torch.nn.Module, teacher: torch.nn.Module, scfg: DictConfig) -> str:
+    """Set the student's weights from the teacher's as ``scfg.init_from_teacher`` says (``equal``: a copy, the
+    default student of dinopl's random-teacher runs, ``s_init=teacher``); returns the init recorded in result.json."""
+    how = str(scfg.init_from_teacher)
+    if how not in FROM_TEACHER:
+        raise ConfigError(f"student.init_from_teacher: unknown value '{how}'; valid: {', '.join(FROM_TEACHER)}, null")
+    own, theirs = student.state_dict(), teacher.state_dict()
+    if own.keys() != theirs.keys() or any(own[k].shape != theirs[k].shape for k in own):
+        raise ConfigError(f"student.init_from_teacher: student {scfg.name} and the teacher have different "
+                          "architectures; it needs the teacher's architecture (student=<the teacher's name>)")
+    with torch.no_grad():
+        for key, value in own.items():
+            value.copy_(theirs[key].to(value.device, value.dtype))
+    log.info("student %s: initialised from the teacher (%s)", scfg.name, how)
+    return f"teacher ({how})"

@@ -1,4 +1,5 @@
-"""Obtain the frozen teacher: a checkpoint path, timm pretrained weights, or the teacher store.
+"""Obtain the frozen teacher: a checkpoint path, timm pretrained weights, the teacher store, or the architecture at
+random initialisation (``teacher.random_init``: seeded by ``teacher.seed``, as the random teachers of Sarnthein et al.).
 
 The store keeps teachers trained by kdbench itself, keyed by dataset, architecture, epochs and seed:
 ``<store>/teachers/<dataset>/<arch>/e<epochs>-s<seed>/teacher.pth`` (community format: ``{"model": ...}``)
@@ -105,10 +106,18 @@ def provide_teacher(cfg: DictConfig, data, device):
     """(teacher, info) for the run: frozen, eval mode, no grad, on ``device``; info (with the teacher's measured
     metrics) goes into result.json."""
     tcfg, task = cfg.teacher, task_of(cfg.dataset)
-    model = task.create_model(tcfg.name, data.num_classes, image_size=data.image_size,
-                              pretrained=bool(tcfg.pretrained) and not tcfg.checkpoint, role="teacher")  # a checkpoint wins
+    random_init = bool(tcfg.get("random_init", False))
+    if random_init and (tcfg.checkpoint or tcfg.pretrained):
+        raise ConfigError("teacher.random_init: a randomly initialised teacher takes no weights; drop "
+                          "teacher.checkpoint / teacher.pretrained, or set teacher.random_init=false")
+    with torch.random.fork_rng(devices=[]):  # a random teacher is a function of teacher.seed alone
+        torch.manual_seed(int(tcfg.seed))
+        model = task.create_model(tcfg.name, data.num_classes, image_size=data.image_size,
+                                  pretrained=bool(tcfg.pretrained) and not tcfg.checkpoint, role="teacher")  # a checkpoint wins
     measured = None
-    if tcfg.checkpoint:
+    if random_init:
+        source = f"random init (seed {int(tcfg.seed)})"
+    elif tcfg.checkpoint:
         source = str(Path(str(tcfg.checkpoint)).expanduser())
         load_checkpoint(model, source)
     elif tcfg.pretrained:
