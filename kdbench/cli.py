@@ -187,6 +187,7 @@ def validate(cfg: DictConfig, check_files: bool = True) -> None:
     from .config_schema import check_schemas
     from .engine.runtime import select_device
     from .data import check_data
+    from .engine.teacher import is_ensemble, teacher_configs
     from .methods import METHODS, method_class, method_kwargs
     from .models import check_pretrained, resolve_model_name
 
@@ -197,8 +198,11 @@ def validate(cfg: DictConfig, check_files: bool = True) -> None:
         check_data(cfg.dataset)
     image_size = int(cfg.dataset.image_size)
     roles = ["student"] + (["teacher"] if method_class(cfg.method).uses_teacher else [])
-    for role in roles:  # a checkpoint wins over pretrained, for both
-        section = cfg[role]
+    sections = [("student", cfg.student)]
+    if "teacher" in roles:
+        sections += [(f"teacher.members[{i}]" if ensemble else "teacher", section.teacher)
+                     for i, section in enumerate(teacher_configs(cfg)) for ensemble in [is_ensemble(cfg)]]
+    for role, section in sections:  # a checkpoint wins over pretrained, for both
         try:
             resolve_model_name(section.name, image_size)
         except ConfigError as e:
@@ -207,7 +211,7 @@ def validate(cfg: DictConfig, check_files: bool = True) -> None:
             if check_files and not Path(str(section.checkpoint)).expanduser().is_file():
                 raise ConfigError(f"{role}.checkpoint: no file at {section.checkpoint}")
         elif section.pretrained:
-            check_pretrained(section.name, image_size, role)
+            check_pretrained(section.name, image_size, role.split(".")[0])
     if cfg.method.get("name") not in METHODS:
         raise ConfigError(f"method.name: unknown method '{cfg.method.get('name')}'; valid: {', '.join(sorted(METHODS))}")
     if check_files:

@@ -15,6 +15,7 @@ from .data.base import AUGMENTATIONS
 from .engine.optim import OPTIMIZERS, SCHEDULES, strategy_of
 from .engine.runtime import PRECISIONS
 from .engine.tracking import MODES
+from .models.ensemble import COMBINES
 from .errors import ConfigError
 
 
@@ -75,6 +76,9 @@ class TeacherSchema:
     seed: int = 0
     recipe: Dict[str, Any] = field(default_factory=dict)  # the store-trained teacher's own trainer/optim keys
     random_init: bool = False  # the architecture at random initialisation (seeded by seed), frozen
+    members: List[Any] = field(default_factory=list)  # teacher=ensemble: names or mappings of teacher keys
+    combine: str = "logits"  # teacher=ensemble: logits | probs (kdbench/models/ensemble.py)
+    features_from: int = 0  # teacher=ensemble: the member whose features methods see
 
 
 @dataclass
@@ -114,6 +118,7 @@ CHOICES = {
     "optim.schedule": SCHEDULES,
     "logger.mode": MODES,
     "dataset.augment": AUGMENTATIONS,
+    "teacher.combine": COMBINES,
 }
 
 
@@ -138,6 +143,7 @@ RANGES = {
     "optim.delta": "[0, 1)",
     "teacher.train_epochs": ">= 1",
     "teacher.seed": ">= 0",
+    "teacher.features_from": ">= 0",
     "student.base_lr": "> 0",
     "dataset.num_classes": ">= 1",
     "dataset.image_size": ">= 1",
@@ -210,6 +216,9 @@ def check_ranges(cfg: DictConfig) -> None:
                               f"got momentum {momentum} and delta {delta}")
 
 
+_ABSENT = object()
+
+
 def check_schemas(cfg: DictConfig) -> None:
     typed = {"seed": cfg.get("seed")}  # each group merged into its schema: a float key reads as a float
     for group, schema in SCHEMAS.items():
@@ -226,7 +235,9 @@ def check_schemas(cfg: DictConfig) -> None:
             first = str(e).splitlines()[0]
             raise ConfigError(f"{group}.{key}: {first}") from None
     for key, valid in CHOICES.items():
-        value = OmegaConf.select(cfg, key)
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is _ABSENT:  # a key only some group entries have (teacher.combine: teacher=ensemble)
+            continue
         if value not in valid:
             shown = ", ".join(str(v).lower() if isinstance(v, bool) else str(v) for v in valid)
             raise ConfigError(f"{key}: unknown value '{value}'; valid: {shown}")

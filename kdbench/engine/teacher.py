@@ -102,9 +102,96 @@ def _train_into_store(cfg: DictConfig, directory: Path, dataset_name: str) -> No
                                           "best_acc": metrics[f"best_{primary}"]})
 
 
+ENSEMBLE = "ensemble"
+# The keys a member given by name takes from the ensemble's own config (its defaults for every member).
+MEMBER_DEFAULTS = ("pretrained", "train_if_missing", "train_epochs", "seed", "recipe")
+
+
+def member_config(cfg: DictConfig, entry, position: int) -> DictConfig:
+    """The run's config with ``teacher`` replaced by ensemble member ``entry`` (a teacher name, or a mapping of teacher
+    keys with at least ``name``): the shipped conf/teacher/<name>.yaml where there is one, the ensemble's defaults
+    for ``MEMBER_DEFAULTS``, then the entry's own keys."""
+    from importlib.resources import files
+
+    where = f"teacher.members[{position}]"
+    entry = OmegaConf.to_container(entry, resolve=True) if OmegaConf.is_config(entry) else entry
+    if isinstance(entry, str):
+        entry = {"name": entry}
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or entry["name"] == ENSEMBLE:
+        raise ConfigError(f"{where}: expected a teacher name or a mapping with a 'name' (not another ensemble), got {entry!r}")
+    ens = cfg.teacher
+    base = {"name": entry["name"], "checkpoint": None, "random_init": False,
+            **{k: ens.get(k) for k in MEMBER_DEFAULTS}}
+    shipped = files("kdbench.conf") / "teacher" / f"{entry['name']}.yaml"
+    if shipped.is_file():
+        base.update({k: v for k, v in OmegaConf.to_container(OmegaConf.create(shipped.read_text())).items()
+                     if k not in MEMBER_DEFAULTS and k not in ("train_epochs",)})
+    unknown = set(entry) - set(base)
+    if unknown:
+        raise ConfigError(f"{where}.{sorted(unknown)[0]}: not a teacher key; valid: {', '.join(sorted(base))}")
+    member = copy.deepcopy(cfg)
+    with open_dict(member):
+        member.teacher = OmegaConf.create({**base, **entry})
+    return member
+
+
+def is_ensemble(cfg: DictConfig) -> bool:
+    return str(cfg.teacher.name) == ENSEMBLE
+
+
+def teacher_configs(cfg: DictConfig) -> list[DictConfig]:
+    """The run config of each teacher a run obtains: the run's own, or one per ensemble member (``member_config``),
+    after checking the ensemble's own keys."""
+    if not is_ensemble(cfg):
+        return [cfg]
+    from ..models.ensemble import COMBINES
+
+    ens, task = cfg.teacher, task_of(cfg.dataset)
+    members = list(ens.get("members") or [])
+    if len(members) < 1:
+        raise ConfigError("teacher.members: an ensemble needs at least one member, e.g. "
+                          "teacher.members=[resnet56,wrn_40_2]")
+    if task.name != "classification":
+        raise ConfigError(f"teacher=ensemble: teacher ensembles serve classification; dataset {cfg.dataset.name} is "
+                          f"a {task.name} task")
+    if ens.get("checkpoint") or ens.get("random_init"):
+        raise ConfigError("teacher.checkpoint: an ensemble takes its weights per member "
+                          "(teacher.members=[{name: ..., checkpoint: ...}, ...])")
+    if str(ens.combine) not in COMBINES:
+        raise ConfigError(f"teacher.combine: unknown value '{ens.combine}'; valid: {', '.join(COMBINES)}")
+    if not 0 <= int(ens.features_from) < len(members):
+        raise ConfigError(f"teacher.features_from: {ens.features_from} is not a member index (0..{len(members) - 1})")
+    return [member_config(cfg, entry, position) for position, entry in enumerate(members)]
+
+
+def provide_ensemble(cfg: DictConfig, data, device):
+    """(ensemble, info): every member obtained like a single teacher (checkpoint, store, pretrained, random init),
+    frozen together; info lists each member's own info and measured metrics, and the ensemble's."""
+    from ..models.ensemble import TeacherEnsemble
+
+    ens, task = cfg.teacher, task_of(cfg.dataset)
+    models, infos = [], []
+    for member in teacher_configs(cfg):
+        model, info = provide_teacher(member, data, device)
+        models.append(model)
+        infos.append(info)
+    model = TeacherEnsemble(models, combine=str(ens.combine), features_from=int(ens.features_from))
+    model.eval().requires_grad_(False).to(device)
+    measured = task.evaluate(model, task.test_loader(cfg, data, device), device, str(cfg.trainer.precision),
+                             data.num_classes)
+    info = {"name": ENSEMBLE, "resolved": model.kdbench_name, "checkpoint": None, "combine": str(ens.combine),
+            "features_from": int(ens.features_from), "members": infos,
+            "params": sum(p.numel() for p in model.parameters()), **measured}
+    log.info("teacher ensemble of %d (%s, combine %s): %s", len(models), ", ".join(i["name"] for i in infos),
+             ens.combine, "  ".join(f"{k} {v:.2f}" for k, v in measured.items()))
+    return model, info
+
+
 def provide_teacher(cfg: DictConfig, data, device):
     """(teacher, info) for the run: frozen, eval mode, no grad, on ``device``; info (with the teacher's measured
-    metrics) goes into result.json."""
+    metrics) goes into result.json. ``teacher=ensemble``: several teachers behind one (``provide_ensemble``)."""
+    if str(cfg.teacher.name) == ENSEMBLE:
+        return provide_ensemble(cfg, data, device)
     tcfg, task = cfg.teacher, task_of(cfg.dataset)
     random_init = bool(tcfg.get("random_init", False))
     if random_init and (tcfg.checkpoint or tcfg.pretrained):

@@ -35,6 +35,8 @@ class ModelOutput:
 def supports(model: nn.Module, needs: Iterable[str]) -> str | None:
     """None if ``model`` can provide ``needs``, else the reason it cannot."""
     needs = set(needs)
+    if hasattr(model, "kdbench_supports"):
+        return model.kdbench_supports(needs)
     if needs & {"embedding", "stages"} and not hasattr(model, "forward_intermediates"):
         return f"{type(model).__name__} has no forward_intermediates(), so it cannot give stage features"
     if "preact" in needs and not str(getattr(model, "kdbench_name", "")).startswith("cifar_"):
