@@ -30,6 +30,9 @@ class DataBundle:
     image_size: int
     train: Dataset  # yields (image uint8 tensor CHW, target int, index int) after wrapping
     test: Dataset
+    validation: Dataset | None = None  # a split held out of the training set (kdbench/data/splits.py)
+    unlabelled: Dataset | None = None  # the unlabelled pool, for methods that use one
+    split: dict | None = None  # how the training set was split (result.json)
 
 
 class IndexedDataset(Dataset):

@@ -8,6 +8,7 @@ optimiser, schedule and the training step.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ class Run:
     train_loader: Any
     sampler: Any
     test_loader: Any
+    validation_loader: Any  # the validation split's batches (methods that need one), else None
     loader_kind: str
     optimizer: torch.optim.Optimizer
     scheduler: Any
@@ -81,9 +83,10 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def build_context(cfg, data, device, teacher, fingerprint: str | None, task: Task) -> BuildContext:
+def build_context(cfg, data, device, teacher, fingerprint: str | None, task: Task, student=None,
+                  validation_loader=None) -> BuildContext:
     """What ``Method.build`` may use besides sample outputs (the training labels, the frozen teacher, a cache
-    folder, an un-augmented pass over the training set)."""
+    folder, an un-augmented pass over the training set, the student, the validation split's batches)."""
     dcfg = cfg.dataset
 
     def plain_train_batches():
@@ -93,9 +96,14 @@ def build_context(cfg, data, device, teacher, fingerprint: str | None, task: Tas
         for images, targets, index in loader:
             yield images.to(device), targets.to(device), index.to(device)
 
+    def validation_batches():
+        for batch in validation_loader:
+            yield batch.images, batch.targets, batch.index
+
     return BuildContext(num_classes=data.num_classes, train_targets=task.training_labels(data), device=device,
                         teacher=teacher, teacher_fingerprint=fingerprint,
-                        cache_dir=Path(str(cfg.store)).expanduser() / "cache", plain_train_batches=plain_train_batches)
+                        cache_dir=Path(str(cfg.store)).expanduser() / "cache", plain_train_batches=plain_train_batches,
+                        student=student, validation_batches=validation_batches if validation_loader is not None else None)
 
 
 def size_method(method: Method, student, teacher, probe, context: BuildContext, task: Task | None = None) -> None:
@@ -129,6 +137,7 @@ def build(cfg: DictConfig, run_dir: Path, teacher_provider, world: distributed.W
 
     data = build_data(cfg.dataset)
     method = build_method(cfg.method)
+    data = task.split_training(data, method)
     strategy = strategy_of(cfg.optim)
     if reason := strategy.refusal(str(cfg.optim.name), precision, world.size):
         raise ConfigError(reason)
@@ -155,7 +164,12 @@ def build(cfg: DictConfig, run_dir: Path, teacher_provider, world: distributed.W
     if logit_cache is not None:
         teacher_info = {**teacher_info, "logit_cache": str(logit_cache.directory), "logit_cache_built": logit_cache.built}
 
-    size_method(method, student, teacher, test_loader, build_context(cfg, data, device, teacher, fingerprint, task), task)
+    validation_loader = None
+    if data.validation is not None:
+        validation_loader = task.test_loader(cfg, dataclasses.replace(data, test=data.validation), device, None,
+                                             channels_last)
+    context = build_context(cfg, data, device, teacher, fingerprint, task, student, validation_loader)
+    size_method(method, student, teacher, test_loader, context, task)
     student_info["extra_params"] = sum(p.numel() for p in method.parameters())
 
     optimizer = build_optimizer(cfg.optim, list(student.parameters()) + list(method.parameters()))
@@ -165,7 +179,8 @@ def build(cfg: DictConfig, run_dir: Path, teacher_provider, world: distributed.W
     return Run(cfg=cfg, run_dir=Path(run_dir), resolved=resolved, world=world, device=device, precision=precision,
                seed=seed, batch_per_rank=batch_per_rank, task=task, data=data, student=student,
                student_info=student_info, teacher=teacher, teacher_info=teacher_info, method=method,
-               train_loader=train_loader, sampler=sampler, test_loader=test_loader, loader_kind=loader_kind,
+               train_loader=train_loader, sampler=sampler, test_loader=test_loader,
+               validation_loader=validation_loader, loader_kind=loader_kind,
                optimizer=optimizer, scheduler=scheduler, step=step, schedule=schedule)
 
 

@@ -163,6 +163,8 @@ def cache_refusals(cfg, data, method) -> list[str]:
         reasons.append(f"augmentation '{cfg.dataset.augment}' is not the 162-view reference one")
     if uint8_images(data.train) is None:
         reasons.append(f"dataset {data.name} is not held in memory as uint8 images")
+    if getattr(data, "unlabelled", None) is not None:
+        reasons.append("batches hold images of the unlabelled pool")
     return reasons
 
 

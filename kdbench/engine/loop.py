@@ -19,8 +19,9 @@ from .. import distributed
 from ..data.sampler import epoch_seed
 from ..errors import ConfigError, TrainingFailed
 from ..methods import Progress
+from ..models.outputs import ModelOutput, run_model
 from . import preemption
-from .runtime import seed_everything
+from .runtime import autocast, seed_everything
 from .state import LAST, Partial, TrainState, rng_state, save_best, set_rng_state
 
 log = logging.getLogger("kdbench")
@@ -186,6 +187,42 @@ def _stop(run, state: TrainState, sums: Sums, done: int, elapsed: float, interva
                                f"step {done}/{length}; checkpoint {run.ckpt_dir / LAST}; resume=true continues from there")
 
 
+class MethodScored(torch.nn.Module):
+    """The student as its method scores it: ``method.predict`` over the student's ``evaluation_needs`` outputs."""
+
+    def __init__(self, student, method):
+        super().__init__()
+        self.student, self.method = student, method
+
+    def forward(self, images):
+        return self.method.predict(run_model(self.student, images, self.method.evaluation_needs))
+
+
+def scored_student(run) -> torch.nn.Module:
+    """What the task evaluates: the student, or the student as its method scores it."""
+    return MethodScored(run.student, run.method) if run.method.evaluation_needs else run.student
+
+
+@torch.inference_mode()
+def select_on_validation(run) -> dict:
+    """The method's choices on the validation split (``Method.select_on_validation``), from the student's outputs
+    over the whole split (eval mode; never the test set)."""
+    needs = run.method.evaluation_needs or frozenset({"logits"})
+    was_training = run.student.training
+    run.student.eval()
+    outputs, targets = [], []
+    for batch in run.validation_loader:
+        with autocast(run.precision, run.device):
+            out = run_model(run.student, batch.images, needs)
+        outputs.append(out)
+        targets.append(batch.targets)
+    run.student.train(was_training)
+    joined = ModelOutput(logits=torch.cat([o.logits.float() for o in outputs]),
+                         embedding=torch.cat([o.embedding.float() for o in outputs]) if outputs[0].embedding is not None
+                         else None)
+    return run.method.select_on_validation(joined, torch.cat(targets))
+
+
 def _evaluate_and_record(run, state: TrainState, tracker, bar, sums: Sums, interval: int, end: int, lr: float,
                          seconds: float) -> None:
     world, device, task = run.world, run.device, run.task
@@ -201,7 +238,8 @@ def _evaluate_and_record(run, state: TrainState, tracker, bar, sums: Sums, inter
         for buffer in run.student.buffers():
             torch.distributed.broadcast(buffer, 0)
     final = end >= run.schedule.total_steps  # the final evaluation also writes the task's own files
-    metrics = task.evaluate(run.student, run.test_loader, device, run.precision, run.data.num_classes,
+    selected = select_on_validation(run) if run.validation_loader is not None and run.method.needs_validation else {}
+    metrics = task.evaluate(scored_student(run), run.test_loader, device, run.precision, run.data.num_classes,
                             sharded=world.distributed, out_dir=run.run_dir if final else None)
     state.train_time_s += seconds
     state.train_images += seen
@@ -210,6 +248,8 @@ def _evaluate_and_record(run, state: TrainState, tracker, bar, sums: Sums, inter
              "images_per_s": round(seen / seconds, 1), "epoch_time_s": round(seconds, 3)}
     if run.schedule.unit == "iteration":
         entry["iteration"] = end
+    if selected:
+        entry["selected"] = selected
     state.history.append(entry)
     state.epoch, state.step = interval, end
     scores = "  ".join(f"{k} {v:.2f}" for k, v in metrics.items())

@@ -40,9 +40,16 @@ def recipe_hash(teacher_cfg: DictConfig) -> str:
     and schedule, batch size, length, precision and the dataset's settings (augmentation, sizes, normalisation), so
     differently trained teachers never share a key."""
     tcfg = OmegaConf.to_container(teacher_cfg, resolve=True)
-    recipe = {"optim": tcfg["optim"],
-              "trainer": {k: tcfg["trainer"].get(k) for k in RECIPE_TRAINER_KEYS},
-              "dataset": {k: v for k, v in tcfg["dataset"].items() if k not in NOT_RECIPE_DATASET_KEYS}}
+    dataset = {k: v for k, v in tcfg["dataset"].items() if k not in NOT_RECIPE_DATASET_KEYS}
+    # split keys that split nothing for the teacher's recipe leave the key as it was before splits existed
+    if dataset.get("validation_fraction", 0) in ("auto", 0, None):
+        dataset.pop("validation_fraction", None)
+    if dataset.get("labelled_fraction", 1) == 1:
+        dataset.pop("labelled_fraction", None)
+    if not {"validation_fraction", "labelled_fraction"} & set(dataset):
+        dataset.pop("split_seed", None)
+    recipe = {"optim": tcfg["optim"], "trainer": {k: tcfg["trainer"].get(k) for k in RECIPE_TRAINER_KEYS},
+              "dataset": dataset}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 

@@ -95,7 +95,7 @@ SHARED_RANGES = {
 }
 
 
-UNLABELLED = -1  # the target of an image from the unlabelled pool
+from ..data.semi import UNLABELLED  # noqa: E402,F401  (the target of an image from the unlabelled pool)
 
 
 class Method(nn.Module):

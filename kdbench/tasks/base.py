@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..errors import ConfigError
 from ..models.outputs import ModelOutput, run_model
 
 
@@ -82,6 +83,18 @@ class Task:
 
     def test_loader(self, cfg, data, device, world=None, channels_last: bool = False):
         raise NotImplementedError
+
+    def split_training(self, data, method):
+        """``data`` with the training set split as ``dataset.validation_fraction`` / ``labelled_fraction`` and the
+        method ask (kdbench/data/splits.py); a task without such splits refuses them when asked."""
+        cfg = self.dataset_cfg or {}
+        for key, unsplit in (("validation_fraction", ("auto", 0, None)), ("labelled_fraction", (1, None))):
+            if cfg.get(key, unsplit[0]) not in unsplit:
+                raise ConfigError(f"dataset.{key}: the {self.name} task does not split its training set")
+        if method.needs_validation or method.uses_unlabelled:
+            raise ConfigError(f"method needs a validation split or an unlabelled pool, which the {self.name} task "
+                              "does not provide")
+        return data
 
     def training_labels(self, data) -> torch.Tensor:
         """(N,) int64 labels of the training samples in index order, for methods that need them (CRD's negative

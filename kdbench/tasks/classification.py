@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -51,12 +53,32 @@ class ClassificationTask(Task):
             student.train(was_training)
         return s_out, t_out
 
+    def split_training(self, data, method):
+        from ..data.splits import split_training
+
+        return split_training(data, self.dataset_cfg, method)
+
     def loaders(self, cfg, data, world, batch_per_rank, device, views, channels_last):
         """The device loader (dataset resident on the device, batched augmentation) when the data and the
         augmentation allow it and ``trainer.loader`` agrees; for ImageFolder trees the JPEG tensor path
         (``kdbench.data.jpeg``: decode_jpeg on the device or in CPU workers, uint8 v2 transforms); else torch's
         DataLoader over PIL images. All yield the same :class:`Batch` on the device, and the same samples and
-        views (order and augmentation seeded by run seed, epoch and sample)."""
+        views (order and augmentation seeded by run seed, epoch and sample). With an unlabelled pool in ``data``
+        (a method that uses one), each batch is a labelled batch followed by an unlabelled one
+        (``kdbench.data.semi.LabelledAndUnlabelled``)."""
+        train, sampler, test, kind = self._loaders(cfg, data, world, batch_per_rank, device, views, channels_last)
+        if data.unlabelled is not None:
+            from ..data.semi import LabelledAndUnlabelled
+
+            pool = dataclasses.replace(data, train=data.unlabelled)
+            pool_train, pool_sampler, _, _ = self._loaders(cfg, pool, world, batch_per_rank, device, views,
+                                                           channels_last)
+            train = sampler = LabelledAndUnlabelled(train, sampler, pool_train, pool_sampler, batch_per_rank,
+                                                    labelled_size=len(data.train))
+        return train, sampler, test, kind
+
+    def _loaders(self, cfg, data, world, batch_per_rank, device, views, channels_last):
+        """(train loader over ``data.train``, its sampler, test loader, loader kind)."""
         from ..data.jpeg import build_jpeg_loaders, jpeg_unavailable
 
         dcfg = cfg.dataset
