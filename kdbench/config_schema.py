@@ -88,6 +88,7 @@ class StudentSchema:
     pretrained: bool = False
     base_lr: Optional[float] = None  # read by optim=cifar (lr 0.01 for MobileNetV2 / ShuffleNet students)
     init_from_teacher: Optional[str] = None  # start from the teacher's weights (engine/student.py: FROM_TEACHER)
+    init_scale: float = 0.0  # eps (neighborhood) or alpha (interpolated) of init_from_teacher
 
 
 @dataclass

@@ -8,6 +8,7 @@ another number of classes keep timm's freshly initialised head (fine-tuning); ``
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -42,22 +43,68 @@ def build_student(cfg: DictConfig, num_classes: int, image_size: int,
     return model.cpu().train(), info
 
 
-# ``student.init_from_teacher``: how the student starts from the frozen teacher's weights (same architecture).
-FROM_TEACHER = ("equal",)
+# ``student.init_from_teacher``: how the student starts from the frozen teacher's weights (same architecture), as the
+# student initialisations of dinopl (``configuration.py`` ``init_student_teacher``, ``--s_init``); ``*_vp`` adds the
+# variance-preserving rescale (``--s_init_var_preserving``). ``student.init_scale`` is eps (neighborhood) or alpha
+# (interpolated).
+FROM_TEACHER = ("equal", "neighborhood", "neighborhood_vp", "interpolated", "interpolated_vp")
+
+
+def mix_from_teacher(theta_t: torch.Tensor, theta_r: torch.Tensor, how: str, scale: float = 0.0) -> torch.Tensor:
+    """A student tensor from the teacher's ``theta_t`` and a random draw ``theta_r`` of the same architecture:
+
+        equal             theta_t
+        neighborhood      theta_t + eps * theta_r                    (_vp: / sqrt(eps^2 + 1))
+        interpolated      (1 - alpha) * theta_t + alpha * theta_r    (_vp: / sqrt(2 alpha^2 - 2 alpha + 1))
+
+    with ``scale`` as eps or alpha (dinopl ``init_student_teacher``, same operations in the same order)."""
+    if how == "equal":
+        return theta_t.clone()
+    base, preserving = how.removesuffix("_vp"), how.endswith("_vp")
+    if base == "neighborhood":
+        out = theta_t + scale * theta_r
+        return out / math.sqrt(scale ** 2 + 1) if preserving else out
+    if base == "interpolated":
+        out = (1 - scale) * theta_t + scale * theta_r
+        return out / math.sqrt(2 * (scale ** 2) - 2 * scale + 1) if preserving else out
+    raise ConfigError(f"student.init_from_teacher: unknown value '{how}'; valid: {', '.join(FROM_TEACHER)}, null")
+
+
+def check_from_teacher(how: str, scale: float, key: str = "student.init_from_teacher",
+                       scale_key: str = "student.init_scale") -> None:
+    """One-line errors for an unknown initialisation or a scale outside its range (eps >= 0, alpha in [0, 1])."""
+    if how not in FROM_TEACHER:
+        raise ConfigError(f"{key}: unknown value '{how}'; valid: {', '.join(FROM_TEACHER)}, null")
+    if not math.isfinite(scale) or scale < 0 or (how.startswith("interpolated") and scale > 1):
+        valid = "an alpha in [0, 1]" if how.startswith("interpolated") else "an eps >= 0"
+        raise ConfigError(f"{scale_key}: {how} takes {valid}, got {scale}")
 
 
 def initialise_from_teacher(student: torch.nn.Module, teacher: torch.nn.Module, scfg: DictConfig) -> str:
-    """Set the student's weights from the teacher's as ``scfg.init_from_teacher`` says (``equal``: a copy, the
-    default student of dinopl's random-teacher runs, ``s_init=teacher``); returns the init recorded in result.json."""
+    """Set the student's weights from the teacher's as ``scfg.init_from_teacher`` says; returns the init recorded in
+    result.json.
+
+    ``equal``: a copy of the teacher, parameters and buffers (the default student of dinopl's random-teacher runs,
+    ``s_init=teacher``). ``neighborhood`` / ``interpolated`` (``_vp``: variance preserving), with ``init_scale`` as
+    eps / alpha: every parameter from the teacher's and the student's own (its random init under the run's ``seed``,
+    the reference's ``s_init_seed``; a ``student.checkpoint`` instead where one is given) by :func:`mix_from_teacher`;
+    the buffers (BN running statistics) stay the student's own, as the reference's fresh copy keeps them."""
     how = str(scfg.init_from_teacher)
-    if how not in FROM_TEACHER:
-        raise ConfigError(f"student.init_from_teacher: unknown value '{how}'; valid: {', '.join(FROM_TEACHER)}, null")
+    scale = float(scfg.get("init_scale") or 0.0)
+    check_from_teacher(how, scale)
     own, theirs = student.state_dict(), teacher.state_dict()
     if own.keys() != theirs.keys() or any(own[k].shape != theirs[k].shape for k in own):
         raise ConfigError(f"student.init_from_teacher: student {scfg.name} and the teacher have different "
                           "architectures; it needs the teacher's architecture (student=<the teacher's name>)")
     with torch.no_grad():
-        for key, value in own.items():
-            value.copy_(theirs[key].to(value.device, value.dtype))
-    log.info("student %s: initialised from the teacher (%s)", scfg.name, how)
-    return f"teacher ({how})"
+        if how == "equal":
+            for key, value in own.items():
+                value.copy_(theirs[key].to(value.device, value.dtype))
+        else:
+            teacher_params = dict(teacher.named_parameters())
+            for name, param in student.named_parameters():
+                theta_t = teacher_params[name].to(param.device, param.dtype)
+                param.copy_(mix_from_teacher(theta_t, param.detach().clone(), how, scale))
+    recorded = how if how == "equal" else f"{how}, scale {scale:g}"
+    log.info("student %s: initialised from the teacher (%s)", scfg.name, recorded)
+    return f"teacher ({recorded})"
