@@ -17,13 +17,14 @@ from omegaconf import OmegaConf
 from conftest import FAST, read_result, run_cli, write_coco
 from kdbench.data import build_data
 from kdbench.engine import loop
+from kdbench.engine.build import size_method
 from kdbench.engine.optim import OPTIMIZERS
 from kdbench.engine.preemption import Preempted
 from kdbench.engine.step import TrainStep
 from kdbench.engine.teacher import provide_teacher
 from kdbench.engine.trainer import train
 from kdbench.errors import ConfigError
-from kdbench.methods import Progress, build_method
+from kdbench.methods import BuildContext, Progress, build_method
 from kdbench.tasks import task_of
 from kdbench.tasks.detection import DETECTIONS_FILE
 
@@ -98,6 +99,44 @@ def test_gradients_reach_the_student_and_never_the_teacher(coco):
     assert not student.backbone.body.conv1.weight.requires_grad  # stem and layer1 frozen (FREEZE_AT 2)
     assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+
+
+def test_acamkd_masks_the_fpn_levels_and_trains_its_units_with_the_student(coco, tmp_path):
+    """ACAM-KD through the detection step: one fusion and one set of selection units per FPN level p2..p6 (256
+    channels: no align convolution), its terms beside the detector's own, gradients to the student's FPN and to
+    every part of the method, none to the teacher."""
+    cfg, task, student, teacher, method, batch = _pair(coco, "acamkd")
+    context = BuildContext(num_classes=4, train_targets=torch.zeros(0, dtype=torch.long), device=torch.device("cpu"),
+                           teacher=teacher, teacher_fingerprint=None, cache_dir=tmp_path,
+                           plain_train_batches=lambda: iter(()))
+    torch.manual_seed(0)
+    size_method(method, student, teacher, [batch], context, task)
+    assert len(method.fusions) == len(method.units) == 5
+    assert all(isinstance(a.conv, torch.nn.Identity) for a in method.aligns)
+    assert [tuple(u.spatial_units.shape) for u in method.units] == [(6, 256)] * 5
+    params = [p for p in student.parameters() if p.requires_grad] + list(method.parameters())
+    step = TrainStep(student, method, torch.optim.SGD(params, lr=0.0), OPTIMIZERS["sgd"], torch.device("cpu"),
+                     teacher=teacher, task=task)
+    step.train()
+    loss, terms = step(batch, Progress(epoch=1, epochs=1, step=0, steps_per_epoch=1))
+    assert set(terms) == {"rpn_objectness", "rpn_box", "box_reg", "ce", "acamkd", "acamkd_div"}
+    assert torch.isfinite(loss) and all(torch.isfinite(v) for v in terms.values())
+    assert student.backbone.fpn.layer_blocks[0][0].weight.grad.abs().sum() > 0  # p2's output convolution
+    for name, p in method.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+
+
+@pytest.mark.slow  # ~12 s here: a whole run, the teacher measurement and an evaluation included
+def test_acamkd_runs_end_to_end_on_detection(coco, tmp_path):
+    r = train(compose_cfg(coco, "method=acamkd", "trainer.iterations=2", "trainer.eval_every=2"), tmp_path / "run",
+              teacher_provider=provide_teacher)
+    assert r["status"] == "completed" and [h["iteration"] for h in r["history"]] == [2]
+    losses = r["history"][-1]["losses"]
+    assert {"ce", "acamkd", "acamkd_div"} <= set(losses) and all(v == v for v in losses.values())
+    assert r["student"]["extra_params"] > 0 and r["metrics"]["last_ap"] is not None
+    assert r["method"]["hparams"] == {"ce_weight": 1.0, "weight": 1.0, "div_weight": 1.0, "num_masks": 6,
+                                      "max_positions": 0}
 
 
 @pytest.mark.parametrize("method,reason", [("crd", "training images as such"), ("nd", "training images as such"),
