@@ -70,6 +70,9 @@ def validation_fraction(dcfg, method) -> float:
         return AUTO_VALIDATION_FRACTION if method.needs_validation else 0.0
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= float(value) < 1:
         raise ConfigError(f"dataset.validation_fraction: expected auto or a number in [0, 1), got {value!r}")
+    if float(value) == 0 and method.needs_validation:
+        raise ConfigError("dataset.validation_fraction: the method selects on a validation split; use auto or a "
+                          "number in (0, 1)")
     return float(value)
 
 
