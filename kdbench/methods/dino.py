@@ -18,17 +18,20 @@ what the code computes, ``True`` what the config string describes. Nothing of th
 
 The teacher's head is random and frozen, owned by the method: drawn from a generator seeded by a hash of the
 teacher's weights (so it is a function of ``teacher.seed`` for a random teacher), kept as non-persistent buffers
-(not trained, not checkpointed: rebuilt identically). The student's head starts from it as the student's encoder
-starts from the teacher: ``head_init`` / ``head_init_scale`` default to ``student.init_from_teacher`` /
-``student.init_scale`` (equal: a copy, the reference's ``s_init=teacher``; neighborhood / interpolated[_vp]: mixed
-with the student head's own random draw by ``kdbench.engine.student.mix_from_teacher``; null: its own random draw,
-``s_init=random``). A teacher of another architecture gets a head on its own embedding width.
+(not trained, not checkpointed: rebuilt identically). The student head's own random draw continues that generator
+(as the reference's student continues the teacher's generator), and the student's head starts from the teacher's
+as the student's encoder starts from the teacher: ``head_init`` / ``head_init_scale`` default to
+``student.init_from_teacher`` / ``student.init_scale`` (equal: a copy, the reference's ``s_init=teacher``;
+neighborhood / interpolated[_vp]: mixed with the own draw by ``kdbench.engine.student.mix_from_teacher``; null: the
+own draw alone, ``s_init=random``). A teacher of another architecture gets a head on its own embedding width.
 
 Defaults: ``configs/cifar10_distillation_v2.json`` (tau_t = tau_s = 1, no centering, one 32 px view, AdamW lr 1e-3,
 weight decay 0; see conf/experiment/random_teachers/).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
@@ -37,6 +40,19 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..losses import dino_loss
 from .base import Method, register_method
+
+
+def trunc_normal_(tensor: torch.Tensor, std: float = 0.02, a: float = -2.0, b: float = 2.0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """N(0, std^2) cut to [a, b] by the inverse CDF: u ~ U(2 Phi(a/std) - 1, 2 Phi(b/std) - 1), x = std sqrt(2)
+    erfinv(u), clamped (the sampler of dinopl ``dinopl/modules/init.py``, copied from older torch releases; the
+    installed torch's ``nn.init.trunc_normal_`` rejection-samples, which gives other draws from one generator)."""
+    def cdf(x: float) -> float:
+        return (1.0 + math.erf(x / math.sqrt(2.0))) / 2.0
+
+    with torch.no_grad():
+        tensor.uniform_(2 * cdf(a / std) - 1, 2 * cdf(b / std) - 1, generator=generator)
+        return tensor.erfinv_().mul_(std * math.sqrt(2.0)).clamp_(min=a, max=b)
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +79,7 @@ class DINOHead(nn.Module):
         bias 0 (dinopl ``Linear.reset_parameters(method='trunc_normal')``, same draws from the same generator)."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02, a=-2.0, b=2.0, generator=generator)
+                trunc_normal_(module.weight, std=0.02, a=-2.0, b=2.0, generator=generator)
                 if module.bias is not None:
                     module.bias.zero_()
 
@@ -85,6 +101,7 @@ def _frozen(module: nn.Module) -> nn.Module:
 
 
 def _seed_of(fingerprint: str | None) -> int:
+    """The seed of the heads' generator: ``kdbench.engine.student.draw_seed`` of the teacher (from its fingerprint)."""
     return int(fingerprint[:15], 16) if fingerprint else int(torch.initial_seed()) % (2 ** 60)
 
 
@@ -119,8 +136,11 @@ class DINO(Method):
         from ..engine.student import mix_from_teacher
 
         s_dim, t_dim = student.embedding.flatten(1).shape[1], teacher.embedding.flatten(1).shape[1]
-        t_head = self._head(t_dim, torch.Generator().manual_seed(_seed_of(context.teacher_fingerprint)))
-        s_head = self._head(s_dim, None)  # its own draw, from the run's seeded generator
+        # one generator for both heads, the teacher's first (the reference draws every part of the pair from one
+        # generator): both are functions of the teacher's weights
+        generator = torch.Generator().manual_seed(_seed_of(context.teacher_fingerprint))
+        t_head = self._head(t_dim, generator)
+        s_head = self._head(s_dim, generator)
         if self.head_init is not None:
             if s_dim != t_dim:
                 raise ConfigError(f"method.head_init: {self.head_init} starts the student's head from the teacher's, "

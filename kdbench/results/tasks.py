@@ -38,6 +38,9 @@ KNOWN = {
     "classification": TaskMetrics("classification", (("top1", "top-1"), ("top5", "top-5")), compact=True),
     "detection": TaskMetrics("detection", (("ap", "AP"), ("ap50", "AP50"), ("ap75", "AP75"), ("ap_s", "AP_S"),
                                            ("ap_m", "AP_M"), ("ap_l", "AP_L"))),
+    "probe": TaskMetrics("probe", (("knn_top1", "k-NN top-1"), ("linear_top1", "linear top-1"),
+                                   ("knn_norm_top1", "k-NN top-1, standardised"),
+                                   ("linear_norm_top1", "linear top-1, standardised")), compact=True),
 }
 
 

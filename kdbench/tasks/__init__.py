@@ -8,8 +8,10 @@ from ..errors import ConfigError
 from .base import Metric, Task
 from .classification import ClassificationTask
 from .detection import DetectionTask
+from .probe import ProbeTask
 
-TASKS: dict[str, type[Task]] = {"classification": ClassificationTask, "detection": DetectionTask}
+TASKS: dict[str, type[Task]] = {"classification": ClassificationTask, "detection": DetectionTask,
+                              "probe": ProbeTask}
 
 
 def task_of(dataset_cfg) -> Task:
