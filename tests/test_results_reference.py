@@ -29,10 +29,10 @@ def one(table: str, dataset: str, teacher: str, student: str, method: str, recip
 def test_tables_load_in_precedence_order():
     # a method's own source comes before the tables that quote or reproduce it
     assert list(TABLES) == ["crd", "dkd", "dot", "logit-standardization", "dist", "reviewkd", "nd", "pld-cifar100",
-                            "pld-imagenet", "pld-coco"]
+                            "pld-imagenet", "pld-coco", "mealv2"]
     counts = {name: len(r.cells) for name, r in TABLES.items()}
     assert counts == {"crd": 188, "dkd": 26, "dot": 10, "logit-standardization": 112, "dist": 49, "nd": 80,
-                      "reviewkd": 4, "pld-cifar100": 44, "pld-imagenet": 42, "pld-coco": 36}
+                      "reviewkd": 4, "pld-cifar100": 44, "pld-imagenet": 42, "pld-coco": 36, "mealv2": 12}
     for r in TABLES.values():
         assert r.title and r.citation and r.url.startswith("https://")
 
@@ -46,7 +46,8 @@ def test_every_cell_has_provenance():
         assert c.recipe in recipes and recipes[c.recipe].description, c
         assert 0 < c.value <= 100 and (c.spread is None or 0 < c.spread < 5), c
         assert c.dataset in ("cifar100", "imagenet", "coco"), c
-        assert (c.metric == "top1") == (c.dataset != "coco"), c
+        assert (c.metric in ("top1", "top5")) == (c.dataset != "coco"), c
+        assert c.metric != "top5" or c.table == "mealv2", c  # top-5 cells: MEAL V2's table only
         # a repository source names the commit it was read at; a paper source names its table
         assert ("@" in c.source and ("README" in c.source)) or ("arXiv" in c.source and "Table" in c.source), c.source
     # one number per cell of a table (and recipe, metric)
@@ -57,7 +58,8 @@ def test_every_cell_has_provenance():
 def test_names_are_kdbench_models_and_methods():
     for c in CELLS:
         size = 32 if c.dataset == "cifar100" else 224
-        resolved = {resolve_model_name(c.teacher, size), resolve_model_name(c.student, size)}
+        teachers = [] if c.teacher == ref.ENSEMBLE else [c.teacher]  # a teacher ensemble: its members in the note
+        resolved = {resolve_model_name(name, size) for name in [*teachers, c.student]}
         assert all(n.startswith("cifar_") for n in resolved) == (c.dataset == "cifar100"), c
         base = c.method.removesuffix("+ls").removesuffix("+dot")
         assert base in ("teacher", "ce") or base in METHODS or base in NOT_IMPLEMENTED, c.method
@@ -156,3 +158,30 @@ def test_reference_files_are_package_data():
     assert "matplotlib>=3.7" in data["project"]["dependencies"]
     shipped = {p.name for p in (REPO / "kdbench" / "results" / "reference").iterdir()}
     assert shipped == {"index.yaml"} | {r.file for r in TABLES.values()}
+
+
+def test_mealv2_table_as_the_readme():
+    # "| MEAL-V2 w/ ResNet50 | 224 | 25.6M | **80.67/95.09** |" (szq0214/MEAL-V2@59e6bca README.md)
+    table = TABLES["mealv2"]
+    assert not table.combine and table.metrics == ("top1", "top5") and table.methods == ["mealv2"]
+    assert [p[2] for p in table.pairs] == ["resnet50", "resnet18", "tf_mobilenetv3_small_075",
+                                           "tf_mobilenetv3_small_100", "tf_mobilenetv3_large_100", "tf_efficientnet_b0"]
+    assert {c.teacher for c in table.cells} == {"ensemble"}
+    assert all("gluon_senet154" in c.note or "no training command" in c.note for c in table.cells)
+    cells = {(c.student, c.metric): c for c in table.cells}
+    assert (cells["resnet50", "top1"].value, cells["resnet50", "top5"].value) == (80.67, 95.09)
+    assert (cells["resnet18", "top1"].value, cells["resnet18", "top5"].value) == (73.19, 90.82)
+    assert (cells["tf_efficientnet_b0", "top1"].value, cells["tf_efficientnet_b0", "top5"].value) == (78.29, 93.95)
+    assert cells["resnet50", "top1"].recipe == "mealv2_imagenet"
+    assert cells["tf_mobilenetv3_small_075", "top5"].recipe == "mealv2_imagenet_200ep"
+    recipes = ref.recipes()
+    assert (recipes["mealv2_imagenet"].optim, recipes["mealv2_imagenet"].epochs,
+            recipes["mealv2_imagenet"].batch_size) == ("sgd", 180, 512)
+    assert recipes["mealv2_imagenet_200ep"].epochs == 200 and recipes["mealv2_imagenet_unstated"].epochs is None
+    # a run of the preset: teacher "ensemble" (its result's teacher.name), a tagged timm student, the preset's recipe
+    found = ref.lookup("imagenet", teacher="ensemble", student="resnet50.ram_in1k", method="mealv2", metric="top1")
+    assert [(c.table, c.value) for c in found] == [("mealv2", 80.67)]
+    assert ref.recipe_compatible(recipes[found[0].recipe], {"optim.name": "sgd", "trainer.epochs": 180,
+                                                            "trainer.batch_size": 512})
+    assert ref.pair("mealv2_r50") == ("imagenet", "ensemble", "resnet50")
+    assert [r.name for r in ref.resolve_references("imagenet")] == ["dkd", "dot", "dist", "reviewkd", "nd"]

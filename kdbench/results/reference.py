@@ -11,6 +11,7 @@ Small API::
     resolve_references("cifar100")          -> [Reference, ...]        a table name, or a dataset name (its tables)
     lookup("cifar100", teacher="resnet32x4", student="resnet8x4", method="dkd")  -> [Cell, ...]
     lookup("coco", teacher="resnet101", student="resnet18", method="pld", metric="ap50")
+    lookup("imagenet", teacher="ensemble", student="resnet50", method="mealv2", metric="top5")  (MEAL V2's ensemble)
     PAIRS["res32x4_res8x4"]                 -> Pair("cifar100", "resnet32x4", "resnet8x4")
 
 Pure standard library, like the rest of ``kdbench.results``.
@@ -34,6 +35,10 @@ class Pair(NamedTuple):
     teacher: str
     student: str
 
+
+# The teacher name of a teacher ensemble, in the tables as in a run's result.json (teacher=ensemble records
+# teacher.name "ensemble" and its members in teacher.members): a table's note says which members it used.
+ENSEMBLE = "ensemble"
 
 # The presets' pair names (conf/experiment/<dataset>/<name>.yaml), spelled like mdistiller's config files.
 PAIRS: dict[str, Pair] = {
@@ -59,6 +64,7 @@ PAIRS: dict[str, Pair] = {
     "r101_r18": Pair("coco", "resnet101", "resnet18"),
     "r101_r50": Pair("coco", "resnet101", "resnet50"),
     "r50_mv2": Pair("coco", "resnet50", "MobileNetV2"),
+    "mealv2_r50": Pair("imagenet", ENSEMBLE, "resnet50"),
 }
 # The 13 teacher-student pairs of the CRD benchmark (RepDistiller README), in its column order.
 CRD_PAIRS = ("wrn40_2_wrn16_2", "wrn40_2_wrn40_1", "res56_res20", "res110_res20", "res110_res32", "res32x4_res8x4",
