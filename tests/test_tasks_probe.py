@@ -111,3 +111,58 @@ def test_evaluate_embeds_train_and_test_in_eval_mode():
     linear, knn, linear_norm, knn_norm = REFERENCE[0]
     assert scores == {"knn_top1": knn, "linear_top1": linear, "knn_norm_top1": knn_norm, "linear_norm_top1": linear_norm}
     assert list(loader) == loader.test  # iterating the probe data gives the test batches
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+def test_random_teacher_presets_compose_the_reference_recipe(dataset):
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from kdbench.cli import preflight
+
+    with initialize_config_module(config_module="kdbench.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"experiment=random_teachers/{dataset}", "seed=4"])
+    OmegaConf.resolve(cfg)
+    assert (cfg.dataset.name, cfg.dataset.task, cfg.dataset.augment) == (dataset, "probe", "none")
+    assert list(cfg.dataset.mean) == [0.4914, 0.4822, 0.4465] and list(cfg.dataset.std) == [0.247, 0.243, 0.261]
+    assert dict(cfg.dataset.probe) == {"k": 20, "linear_epochs": 10, "batch_size": 256, "seed": 0}
+    assert (cfg.teacher.name, cfg.student.name) == ("resnet18", "resnet18")
+    assert cfg.teacher.random_init and cfg.teacher.seed == 4  # a new random teacher per run seed
+    assert (cfg.student.init_from_teacher, cfg.student.init_scale) == ("equal", 0.0)
+    assert (cfg.method.name, cfg.method.head_init, cfg.method.head_init_scale) == ("dino", "equal", 0.0)
+    assert (cfg.method.student_temp, cfg.method.teacher_temp, cfg.method.out_dim) == (1.0, 1.0, 65536)
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.schedule) == ("adamw", 1e-3, 0.0, "constant")
+    assert list(cfg.optim.betas) == [0.9, 0.999] and cfg.optim.warmup_epochs == 0
+    assert (cfg.trainer.epochs, cfg.trainer.batch_size, cfg.trainer.eval_batch_size) == (100, 256, 256)
+    preflight(["--cfg", "job", f"experiment=random_teachers/{dataset}"])  # schemas and declared ranges
+
+
+def test_random_teacher_run_writes_student_and_teacher_probe_accuracies(tmp_path, env, cifar_root, capsys):
+    """A random-teacher run on CIFAR-format pickles through the console script: result.json carries the probe
+    accuracies of the student (per epoch, last and best) and of its random teacher, and kdbench-table shows both."""
+    from conftest import FAST, read_result, run_cli
+    from kdbench.results.table import main as table
+
+    run_dir = tmp_path / "run"
+    out = run_cli(["experiment=random_teachers/cifar100", f"dataset.root={cifar_root}", "teacher=resnet8",
+                   "student=resnet8", "method.out_dim=256", "method.hidden_dims=[64,64]", "method.bottleneck_dim=32",
+                   "trainer.epochs=1", "trainer.max_steps_per_epoch=2", "logger.mode=disabled", *FAST,
+                   f"hydra.run.dir={run_dir}"], tmp_path, env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = read_result(run_dir)
+    names = [m.name for m in ProbeTask.metrics]
+    assert r["status"] == "completed" and r["config"]["dataset"]["task"] == "probe"
+    assert r["teacher"]["checkpoint"] == "random init (seed 0)" and r["student"]["init"] == "teacher (equal)"
+    assert all(0.0 <= r["teacher"][n] <= 100.0 for n in names), r["teacher"]
+    assert all(0.0 <= r["metrics"][f"{kind}_{n}"] <= 100.0 for n in names for kind in ("last", "best")), r["metrics"]
+    assert set(r["history"][0]["losses"]) == {"dino"} and r["method"]["hparams"]["head_init"] == "equal"
+    assert r["student"]["extra_params"] > 0  # the student's head; the teacher's is not trained
+    capsys.readouterr()
+    assert table([str(run_dir), "--format", "md"]) in (0, None)
+    shown = (run_dir / "leaderboard-probe.md").read_text()
+    assert "Last k-NN top-1" in shown and "Linear top-1 (last, mean)" in shown
+    teacher_row = next(line for line in shown.splitlines() if "| teacher |" in line)
+    assert f"| {r['teacher']['knn_top1']:.2f} |" in teacher_row
+    assert f"| {r['teacher']['linear_norm_top1']:.2f} |" in teacher_row
+    dino_row = next(line for line in shown.splitlines() if "| dino |" in line)
+    assert f"| {r['metrics']['last_knn_top1']:.2f} |" in dino_row
