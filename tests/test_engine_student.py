@@ -151,3 +151,114 @@ def test_cli_missing_student_checkpoint_exits_2_one_line_no_run_dir(tmp_path, en
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip().splitlines() == ["kdbench: error: student.checkpoint: no file at /nonexistent/s.pth"]
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+
+
+# --- student.init_from_teacher: dinopl's student initialisations -------------------------------------------------
+# safelix/dinopl at cd39e7801397d0d11004205e3847f67e660b93d4, configuration.py ``init_student_teacher`` run on a
+# module whose reset_parameters() fills w = 0.5 arange(6) + 1, b = (0.1, -0.2, 0.3) on its first call (the teacher)
+# and w = -0.3 arange(6) + 0.25, b = -2 (0.1, -0.2, 0.3) on its second (the student's random draw): the student's
+# w and b (its buffer stays the fresh copy's 7.0).
+THETA_T = (torch.arange(6, dtype=torch.float32) * 0.5 + 1.0, torch.tensor([0.1, -0.2, 0.3]))
+THETA_R = (torch.arange(6, dtype=torch.float32) * -0.3 + 0.25, torch.tensor([0.1, -0.2, 0.3]) * -2.0)
+DINOPL_INIT = {
+    ("neighborhood", 0.3): ([1.0750000476837158, 1.4850000143051147, 1.8949999809265137, 2.305000066757202,
+                             2.7149999141693115, 3.125], [0.03999999910593033, -0.07999999821186066, 0.12000000476837158]),
+    ("neighborhood_vp", 0.3): ([1.029663324356079, 1.4223719835281372, 1.8150807619094849, 2.207789659500122,
+                                2.6004981994628906, 2.9932069778442383],
+                               [0.03831304982304573, -0.07662609964609146, 0.11493916064500809]),
+    ("interpolated", 0.25): ([0.8125, 1.1124999523162842, 1.412500023841858, 1.712499976158142, 2.012500047683716,
+                              2.3125], [0.02500000223517418, -0.05000000447034836, 0.07500000298023224]),
+    ("interpolated_vp", 0.25): ([1.027740240097046, 1.4072134494781494, 1.786686897277832, 2.1661601066589355,
+                                 2.545633554458618, 2.9251067638397217],
+                                [0.03162277862429619, -0.06324555724859238, 0.09486833214759827]),
+}
+
+
+@pytest.mark.parametrize("how,scale", sorted(DINOPL_INIT))
+def test_mix_from_teacher_equals_dinopl(how, scale):
+    from kdbench.engine.student import mix_from_teacher
+
+    for theta_t, theta_r, expected in zip(THETA_T, THETA_R, DINOPL_INIT[(how, scale)]):
+        assert mix_from_teacher(theta_t, theta_r, how, scale).tolist() == pytest.approx(expected, abs=1e-7)
+    assert torch.equal(mix_from_teacher(THETA_T[0], THETA_R[0], "equal"), THETA_T[0])
+
+
+def init_pair(how, scale=0.0, seed=0, teacher_seed=0, **student):
+    """A random resnet8 teacher (seeded by ``teacher_seed``) and a student built under the run's ``seed``,
+    initialised from it; the student's BN statistics are marked so a copy is visible."""
+    from kdbench.engine.student import initialise_from_teacher
+
+    torch.manual_seed(teacher_seed)
+    teacher = create_model("resnet8", 10).eval().requires_grad_(False)
+    teacher.bn1.running_mean.fill_(0.5)
+    torch.manual_seed(seed)
+    model, _ = build_student(student_cfg(), 10, 32)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = OmegaConf.create({"name": "resnet8", "init_from_teacher": how, "init_scale": scale, **student})
+    return model, teacher, before, initialise_from_teacher(model, teacher, cfg)
+
+
+def test_equal_copies_parameters_and_buffers():
+    model, teacher, _, recorded = init_pair("equal")
+    assert recorded == "teacher (equal)"
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("how,scale", [("neighborhood", 0.1), ("neighborhood_vp", 0.5), ("interpolated", 0.3),
+                                       ("interpolated_vp", 0.7)])
+def test_neighborhood_and_interpolated_mix_every_parameter_and_keep_the_own_buffers(how, scale):
+    from kdbench.engine.student import draw_seed, fresh_draw, mix_from_teacher
+
+    model, teacher, before, recorded = init_pair(how, scale)
+    assert recorded == f"teacher ({how}, scale {scale:g})"
+    drawn = dict(fresh_draw(model, draw_seed(teacher) + 1).named_parameters())
+    t_params = dict(teacher.named_parameters())
+    for name, p in model.named_parameters():
+        assert torch.equal(p, mix_from_teacher(t_params[name], drawn[name], how, scale)), name
+    for name, b in model.named_buffers():  # BN statistics: the student's own fresh ones, not the teacher's
+        assert torch.equal(b, before[name]), name
+    assert not torch.equal(model.bn1.running_mean, teacher.bn1.running_mean)
+
+
+def test_the_random_part_is_a_function_of_the_teacher_never_the_teachers_own_draw():
+    """Run seed equal to teacher.seed builds a student identical to the teacher; the random part still differs."""
+    from kdbench.engine.student import draw_seed, fresh_draw
+
+    a, teacher, before, _ = init_pair("neighborhood", 1.0, seed=0, teacher_seed=0)
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items() if "running_mean" not in k)
+    b, *_ = init_pair("neighborhood", 1.0, seed=5, teacher_seed=0)  # another run seed, the same teacher
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    drawn = fresh_draw(a, draw_seed(teacher) + 1)
+    assert not torch.equal(drawn.conv1.weight, teacher.conv1.weight)
+    c, *_ = init_pair("neighborhood", 1.0, teacher_seed=1)  # another teacher, another draw
+    assert not torch.equal(c.conv1.weight, a.conv1.weight)
+
+
+@pytest.mark.parametrize("how,scale,line", [
+    ("copy", 0.0, "student.init_from_teacher: unknown value 'copy'; valid: equal, neighborhood, neighborhood_vp, "
+                  "interpolated, interpolated_vp, null"),
+    ("interpolated", 1.5, "student.init_scale: interpolated takes an alpha in [0, 1], got 1.5"),
+    ("neighborhood_vp", -0.1, "student.init_scale: neighborhood_vp takes an eps >= 0, got -0.1"),
+])
+def test_bad_initialisations_are_one_line(how, scale, line):
+    with pytest.raises(ConfigError) as e:
+        init_pair(how, scale)
+    assert one_line(e) == line
+
+
+def test_a_student_from_weights_cannot_also_start_from_the_teacher(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        init_pair("equal", pretrained=True)
+    assert one_line(e).startswith("student.init_from_teacher: the student starts from the teacher, not from weights")
+
+
+def test_init_scale_is_a_typed_student_key():
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="kdbench.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["student=resnet18", "student.init_scale=0.25"])
+    assert cfg.student.init_scale == 0.25 and cfg.student.init_from_teacher is None
+    check_schemas(cfg)
+    cfg.student.init_scale = "small"
+    with pytest.raises(ConfigError, match=r"^student\.init_scale: "):
+        check_schemas(cfg)
