@@ -40,15 +40,25 @@ class StepResult:
     loss: torch.Tensor
 
 
-def make_context(teacher, num_classes: int, images: torch.Tensor, targets: torch.Tensor, cache_dir: Path) -> BuildContext:
+def make_context(teacher, num_classes: int, images: torch.Tensor, targets: torch.Tensor, cache_dir: Path,
+                 student=None, validation=None) -> BuildContext:
+    """``student``: the student being trained (methods that look ahead through it); ``validation``: (images,
+    targets) of a validation split, served in batches of 8 as ``validation_batches`` (None: no split)."""
     def plain_train_batches():
         for start in range(0, len(targets), 8):
             sl = slice(start, start + 8)
             yield images[sl], targets[sl], torch.arange(len(targets))[sl]
 
+    def validation_batches():
+        val_images, val_targets = validation
+        for start in range(0, len(val_targets), 8):
+            sl = slice(start, start + 8)
+            yield val_images[sl], val_targets[sl], torch.arange(len(val_targets))[sl]
+
     return BuildContext(num_classes=num_classes, train_targets=targets.clone(), device=torch.device("cpu"),
                         teacher=teacher, teacher_fingerprint=weights_fingerprint(teacher) if teacher is not None else None,
-                        cache_dir=Path(cache_dir), plain_train_batches=plain_train_batches)
+                        cache_dir=Path(cache_dir), plain_train_batches=plain_train_batches, student=student,
+                        validation_batches=validation_batches if validation is not None else None)
 
 
 def one_step(method: Method, cache_dir: Path, teacher: str = "resnet8x4", student: str = "resnet8x4",
