@@ -35,8 +35,9 @@ def acamkd_loss(teacher: torch.Tensor, student: torch.Tensor, channel_masks: tor
     b, c, h, w = teacher.shape
     sq = (teacher - student).pow(2).flatten(2)  # (B, C, HW)
     per_channel, per_position = sq.sum(2), sq.sum(1)  # (B, C), (B, HW)
-    channel = (channel_masks.pow(2) * per_channel.unsqueeze(1)).sum(2) / (h * w * channel_masks.sum(2))
-    spatial = (spatial_masks.pow(2) * per_position.unsqueeze(1)).sum(2) / (c * spatial_masks.sum(2))
+    channel_mass, spatial_mass = channel_masks.sum(2).clamp_min(1e-12), spatial_masks.sum(2).clamp_min(1e-12)
+    channel = (channel_masks.pow(2) * per_channel.unsqueeze(1)).sum(2) / (h * w * channel_mass)
+    spatial = (spatial_masks.pow(2) * per_position.unsqueeze(1)).sum(2) / (c * spatial_mass)
     return channel.mean() + spatial.mean()
 
 
