@@ -208,7 +208,7 @@ def test_build_sizes_the_discriminator_from_the_logits_and_weight_zero_builds_no
 
 
 def test_on_a_teacher_ensemble_the_target_is_the_members_mean_probability():
-    ensemble = pytest.importorskip("kdbench.models.ensemble")
+    from kdbench.models import ensemble
     from kdbench.models.outputs import run_model
 
     torch.manual_seed(0)
@@ -229,3 +229,65 @@ def test_on_a_teacher_ensemble_the_target_is_the_members_mean_probability():
     # combine=probs: the ensemble's own logits are the log of that same mean probability
     assert torch.allclose(F.softmax(t_out.logits, 1), mealv2_soft_target(own), atol=1e-6)
     assert math.isfinite(terms["disc"].item())
+
+
+# --------------------------------------------------------------------------- the ImageNet preset
+
+def _compose(*overrides: str):
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="kdbench.conf", version_base="1.3"):
+        return compose(config_name="config", overrides=["experiment=imagenet/mealv2_r50", *overrides])
+
+
+def test_imagenet_preset_is_the_readme_command():
+    from kdbench.cli import validate
+
+    cfg = _compose()
+    validate(cfg, check_files=False)
+    assert (cfg.dataset.name, cfg.dataset.image_size, cfg.dataset.augment) == ("imagenet", 224, "imagenet")
+    assert cfg.method.name == "mealv2"
+    # --teacher-model gluon_senet154,gluon_resnet152_v1s, pretrained, mean of the softmaxes
+    assert cfg.teacher.name == "ensemble" and list(cfg.teacher.members) == ["senet154.gluon_in1k", "resnet152s.gluon_in1k"]
+    assert cfg.teacher.combine == "probs" and cfg.teacher.pretrained is True
+    # --model resnet50 from timm 0.2.1's pretrained weights (resnet50_ram-a26f946b.pth)
+    assert (cfg.student.name, cfg.student.pretrained) == ("resnet50.ram_in1k", True)
+    # --batch-size 512 --epochs 180; SGD momentum 0.9, weight decay 0, lr 0.01 then 0.001
+    assert (cfg.trainer.epochs, cfg.trainer.batch_size) == (180, 512)
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.nesterov) == \
+        ("sgd", 0.01, 0.9, 0.0, False)
+    assert (cfg.optim.schedule, list(cfg.optim.milestones), cfg.optim.gamma, cfg.optim.warmup_epochs) == \
+        ("multistep", [101], 0.1, 0)
+    # another method on the same recipe: the command line wins over the preset's method
+    assert _compose("method=kd").method.name == "kd"
+
+
+def test_imagenet_preset_schedule_is_the_reference_lr_regime():
+    """models/model_factory.py LR_REGIME [0, 100, 0.01, 101, 300, 0.001] read by train.py LearningRateRegime
+    (inclusive, 0-based epochs): 0.01 for epochs 0..100, 0.001 from 101 on."""
+    from kdbench.engine.optim import build_scheduler
+
+    cfg = _compose()
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=float(cfg.optim.lr))
+    scheduler = build_scheduler(cfg.optim, optimizer, int(cfg.trainer.epochs))
+    lrs = []
+    for _ in range(int(cfg.trainer.epochs)):  # the lr each epoch trains with; the schedule steps after it
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    reference = [0.01 if 0 <= epoch <= 100 else 0.001 for epoch in range(180)]
+    assert lrs == pytest.approx(reference, rel=1e-12)
+
+
+def test_imagenet_preset_models_are_what_timm_makes_of_the_reference_names():
+    import timm
+    from timm.models import get_deprecated_models, get_pretrained_cfg
+
+    deprecated = get_deprecated_models()
+    assert deprecated["gluon_senet154"] == "senet154.gluon_in1k"
+    assert deprecated["gluon_resnet152_v1s"] == "resnet152s.gluon_in1k"
+    # the same files timm 0.2.1 loaded for gluon_senet154, gluon_resnet152_v1s and resnet50
+    assert get_pretrained_cfg("senet154.gluon_in1k").url.endswith("/gluon_senet154-70a1a3c0.pth")
+    assert get_pretrained_cfg("resnet152s.gluon_in1k").url.endswith("/gluon_resnet152_v1s-dcc41b81.pth")
+    assert get_pretrained_cfg("resnet50.ram_in1k").url.endswith("/resnet50_ram-a26f946b.pth")
+    assert all(timm.is_model(n) for n in ("senet154.gluon_in1k", "resnet152s.gluon_in1k", "resnet50.ram_in1k"))
