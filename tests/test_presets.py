@@ -32,7 +32,9 @@ PRESETS = sorted(f"{folder}/{p.name[:-5]}" for folder in ("cifar100", "pld", "im
                  for p in EXPERIMENTS.joinpath(folder).iterdir() if p.name.endswith(".yaml"))
 CIFAR = [p for p in PRESETS if p.startswith("cifar100/")]
 PLD = [p for p in PRESETS if p.startswith("pld/")]
-IMAGENET = [p for p in PRESETS if p.startswith("imagenet/")]
+IMAGENET = [p for p in PRESETS if p.startswith("imagenet/") and not p.startswith("imagenet/mealv2")]
+MEALV2 = [p for p in PRESETS if p.startswith("imagenet/mealv2")]
+PAIR_PRESETS = CIFAR + PLD + IMAGENET  # distillation of one teacher into one student, with the DKD / PLD recipes
 
 
 def compose_preset(preset: str, *overrides: str):
@@ -60,6 +62,7 @@ def test_the_preset_set():
     assert PLD == ["pld/cifar100_res32x4_res8x4", "pld/cifar100_res50_mv2", "pld/cifar100_res56_res20",
                    "pld/cifar100_wrn40_2_wrn40_1"]
     assert IMAGENET == ["imagenet/r34_r18", "imagenet/r50_mv1"]
+    assert MEALV2 == ["imagenet/mealv2_r50"]
 
 
 def check_cifar_recipe(preset, cfg):
@@ -194,7 +197,7 @@ def loss_method(preset: str) -> str:
     return "pld" if preset.startswith("pld/") else "dkd"
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", PAIR_PRESETS)
 def test_preset(preset, tmp_path):
     """Composes with its recipe; its models build (100 classes) and its method loss runs on two images."""
     cfg = compose_preset(preset, f"method={loss_method(preset)}")
@@ -216,7 +219,8 @@ def test_help_lists_the_presets(tmp_path, env):
     out = run_cli(["--help"], tmp_path, env)
     assert out.returncode == 0, out.stderr
     assert "experiment/cifar100: res110_res20, res110_res32, res32x4_res8x4" in out.stdout
-    assert "experiment/imagenet: r34_r18, r50_mv1" in out.stdout
+    assert "experiment/imagenet: mealv2_r50, r34_r18, r50_mv1" in out.stdout
+    assert "experiment/random_teachers: cifar10, cifar100" in out.stdout
     assert "experiment/pld: cifar100_res32x4_res8x4" in out.stdout
     assert "experiment=cifar100/res32x4_res8x4" in out.stdout  # how to type a nested preset
 
@@ -292,3 +296,18 @@ def test_fast_trainer_preset_keeps_the_recipe_and_adds_only_same_maths_options()
     assert changed == {"channels_last", "compile"} and fast.channels_last and fast.compile
     assert fast.precision == "fp32" and fast.epochs == 240 and fast.batch_size == 64
     assert on_top.trainer.compile and on_top.trainer.epochs == 240
+
+
+@pytest.mark.parametrize("preset", MEALV2)
+def test_mealv2_preset(preset):
+    """MEAL V2's README command (szq0214/MEAL-V2 @ 59e6bca): two pretrained teachers averaged after the softmax, a
+    pretrained student, SGD without weight decay, lr 0.01 then 0.001, batch 512, 180 epochs."""
+    cfg = compose_preset(preset)
+    validate(cfg, check_files=False)  # members, names and the ensemble's keys checked as for a run
+    assert cfg.method.name == "mealv2" and cfg.dataset.name == "imagenet" and cfg.dataset.augment == "imagenet"
+    assert cfg.teacher.name == "ensemble" and cfg.teacher.combine == "probs" and cfg.teacher.pretrained
+    assert list(cfg.teacher.members) == ["senet154.gluon_in1k", "resnet152s.gluon_in1k"]
+    assert cfg.student.pretrained and cfg.student.name == "resnet50.ram_in1k"
+    assert (cfg.trainer.epochs, cfg.trainer.batch_size) == (180, 512)
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == ("sgd", 0.01, 0.9, 0.0)
+    assert list(cfg.optim.milestones) == [101] and cfg.optim.gamma == 0.1
