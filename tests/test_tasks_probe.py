@@ -166,3 +166,27 @@ def test_random_teacher_run_writes_student_and_teacher_probe_accuracies(tmp_path
     assert f"| {r['teacher']['linear_norm_top1']:.2f} |" in teacher_row
     dino_row = next(line for line in shown.splitlines() if "| dino |" in line)
     assert f"| {r['metrics']['last_knn_top1']:.2f} |" in dino_row
+
+
+def test_probe_data_is_the_plain_training_set_and_the_test_set_on_every_loader_path(cifar_root):
+    """The device loader and torch's DataLoader give the same un-augmented images and labels, in sample order."""
+    from omegaconf import OmegaConf
+
+    from kdbench.data import build_data
+
+    cfg = OmegaConf.create({"dataset": {"name": "cifar100", "root": str(cifar_root), "download": False,
+                                        "num_classes": 100, "image_size": 32, "mean": [0.5, 0.5, 0.5],
+                                        "std": [0.25, 0.25, 0.25], "augment": "cifar", "num_workers": 0,
+                                        "task": "probe"},
+                            "trainer": {"eval_batch_size": 100, "loader": "auto"}})
+    data, task = build_data(cfg.dataset), task_of(cfg.dataset)
+    device_path = task.test_loader(cfg, data, torch.device("cpu"))
+    cfg.trainer.loader = "torch"
+    torch_path = task.test_loader(cfg, data, torch.device("cpu"))
+    for split, size in (("train", 256), ("test", 128)):
+        a, b = list(getattr(device_path, split)), list(getattr(torch_path, split))
+        images_a, images_b = torch.cat([x.images for x in a]), torch.cat([x.images for x in b])
+        assert images_a.shape == (size, 3, 32, 32)
+        assert torch.allclose(images_a, images_b, atol=1e-5)  # no crop, no flip: the augmentation is never applied
+        assert torch.equal(torch.cat([x.targets for x in a]), torch.cat([x.targets for x in b]))
+        assert torch.equal(torch.cat([x.index for x in a]).cpu(), torch.arange(size))
