@@ -198,14 +198,15 @@ class TGeoKD(Method):
     def __init__(self, temperature: float = 4.0, hidden_dim: int = 128, omega_lr: float = 1e-3,
                  omega_weight_decay: float = 1e-4, inner_lr: float = 0.1, outer_every: int = 1):
         super().__init__()
-        for key, value, ok in (("temperature", temperature, temperature > 0), ("hidden_dim", hidden_dim, hidden_dim >= 1),
-                               ("omega_lr", omega_lr, omega_lr > 0),
-                               ("omega_weight_decay", omega_weight_decay, omega_weight_decay >= 0),
-                               ("inner_lr", inner_lr, inner_lr > 0), ("outer_every", outer_every, outer_every >= 1)):
-            if not ok:
-                raise ConfigError(f"method.{key}: out of range for method=tgeokd ({self.ranges.get(key, '> 0')}), "
-                                  f"got {value!r}")
-        self.temperature, self.hidden_dim, self.inner_lr, self.outer_every = temperature, hidden_dim, inner_lr, outer_every
+        from ..config_schema import range_error  # imported here, as kdbench/methods/__init__.py does
+
+        values = {"temperature": temperature, "hidden_dim": hidden_dim, "omega_lr": omega_lr,
+                  "omega_weight_decay": omega_weight_decay, "inner_lr": inner_lr, "outer_every": outer_every}
+        for key, value in values.items():
+            if problem := range_error(f"method.{key}", value, self.range_of(key)):
+                raise ConfigError(problem)
+        self.temperature, self.hidden_dim, self.outer_every = temperature, hidden_dim, outer_every
+        self.inner_lr = inner_lr
         self.omega_lr, self.omega_weight_decay = omega_lr, omega_weight_decay
         self.fusion = None
         self.__dict__["_student"] = None  # the student being trained: looked ahead through, never a submodule
@@ -265,10 +266,11 @@ class TGeoKD(Method):
         loss = lookahead_validation_loss(self._student, self.fusion, weights, images, targets, teacher_logits,
                                          self.class_means, val_images, val_targets, self.temperature, self.inner_lr)
         grads = list(torch.autograd.grad(loss, list(weights.values())))
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             flat = torch.cat([g.reshape(-1) for g in grads])
-            torch.distributed.all_reduce(flat)
-            flat /= torch.distributed.get_world_size()
+            dist.all_reduce(flat)
+            flat /= dist.get_world_size()
             grads = list(flat.split([g.numel() for g in grads]))
             grads = [g.reshape(w.shape) for g, w in zip(grads, weights.values())]
         ok = self.fusion.adam_step(grads, self.omega_lr, self.omega_weight_decay)
