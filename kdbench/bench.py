@@ -253,11 +253,11 @@ def prepare(name: str, args, device, images, targets, cache_dir: Path) -> Prepar
         # projected to CIFAR's 50,000 images
         meta = json.loads((cache.directory / "meta.json").read_text())
         cache_build_s = meta["build_time_s"] * 50_000 / n_cache
-    probe = torch.zeros(2, 3, 32, 32, device=device).contiguous(memory_format=memory_format)
+    samples = torch.zeros(2, 3, 32, 32, device=device).contiguous(memory_format=memory_format)
     context = BuildContext(num_classes=args.classes, train_targets=torch.as_tensor(targets), device=device,
                            teacher=teacher, teacher_fingerprint=fingerprint, cache_dir=cache_dir,
                            plain_train_batches=lambda: iter(()))
-    size_method(method, student, teacher, probe, context)
+    size_method(method, student, teacher, samples, context)
     flops = step_flops(teacher, student, method, args.batch_size, device, online_teacher=cache is None)
     optim_cfg = OmegaConf.create({"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False})
     optimizer = build_optimizer(optim_cfg, list(student.parameters()) + list(method.parameters()))

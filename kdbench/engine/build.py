@@ -106,14 +106,14 @@ def build_context(cfg, data, device, teacher, fingerprint: str | None, task: Tas
                         student=student, validation_batches=validation_batches if validation_loader is not None else None)
 
 
-def size_method(method: Method, student, teacher, probe, context: BuildContext, task: Task | None = None) -> None:
-    """Create the method's trainable parts from sample outputs of the actual pair (``task.probe`` on the first
-    batch of ``probe``: a loader, or a tensor of images for classification), and move them to the context's
+def size_method(method: Method, student, teacher, samples, context: BuildContext, task: Task | None = None) -> None:
+    """Create the method's trainable parts from sample outputs of the actual pair (``task.sample_outputs`` on the first
+    batch of ``samples``: a loader, or a tensor of images for classification), and move them to the context's
     device."""
     task = task if task is not None else task_of({})
-    if isinstance(probe, torch.Tensor):
-        probe = [Batch(probe, None, None)]
-    method.build(*task.probe(student, teacher, probe, method), context)
+    if isinstance(samples, torch.Tensor):
+        samples = [Batch(samples, None, None)]
+    method.build(*task.sample_outputs(student, teacher, samples, method), context)
     method.to(context.device)
 
 

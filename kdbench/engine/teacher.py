@@ -158,9 +158,8 @@ def teacher_configs(cfg: DictConfig) -> list[DictConfig]:
     if len(members) < 1:
         raise ConfigError("teacher.members: an ensemble needs at least one member, e.g. "
                           "teacher.members=[resnet56,wrn_40_2]")
-    if task.name != "classification":
-        raise ConfigError(f"teacher=ensemble: teacher ensembles serve classification; dataset {cfg.dataset.name} is "
-                          f"a {task.name} task")
+    if not task.ensemble_teachers:
+        raise ConfigError(f"teacher=ensemble: the {task.name} task takes a single teacher (dataset {cfg.dataset.name})")
     if ens.get("checkpoint") or ens.get("random_init"):
         raise ConfigError("teacher.checkpoint: an ensemble takes its weights per member "
                           "(teacher.members=[{name: ..., checkpoint: ...}, ...])")

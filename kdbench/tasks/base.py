@@ -58,6 +58,7 @@ class Task:
     name: ClassVar[str]
     metrics: ClassVar[tuple[Metric, ...]]
     loss_names: ClassVar[frozenset[str]] = frozenset()
+    ensemble_teachers: ClassVar[bool] = False  # whether its models' logits can be combined over teachers
 
     def __init__(self, dataset_cfg=None):
         self.dataset_cfg = dataset_cfg
@@ -111,7 +112,7 @@ class Task:
         """The frozen teacher's outputs (gradients off), paired with the student's where the task needs it."""
         return forward_outputs(model, batch, method, role="teacher")
 
-    def probe(self, student, teacher, loader, method) -> tuple[ModelOutput, ModelOutput | None]:
+    def sample_outputs(self, student, teacher, loader, method) -> tuple[ModelOutput, ModelOutput | None]:
         """Sample outputs of the actual pair, for sizing the method's trainable parts (the student's BN and
         running state are left as they were)."""
         raise NotImplementedError

@@ -21,6 +21,7 @@ from .base import Metric, Task
 class ClassificationTask(Task):
     name = "classification"
     metrics = (Metric("top1", "top-1"), Metric("top5", "top-5"))
+    ensemble_teachers = True
 
     def create_model(self, name, num_classes, image_size, pretrained=False, role="student"):
         return create_model(name, num_classes, image_size=image_size, pretrained=pretrained, role=role)
@@ -42,7 +43,7 @@ class ClassificationTask(Task):
     def training_labels(self, data):
         return train_targets(data)
 
-    def probe(self, student, teacher, loader, method):
+    def sample_outputs(self, student, teacher, loader, method):
         """The pair's outputs on two test images, the student in eval mode (its BN statistics stay untouched)."""
         images = next(iter(loader)).images[:2]
         with torch.no_grad():

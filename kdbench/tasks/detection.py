@@ -117,7 +117,7 @@ class DetectionTask(Task):
     def forward_teacher(self, model, batch, student_out, method):
         return model.paired_outputs(student_out)
 
-    def probe(self, student, teacher, loader, method):
+    def sample_outputs(self, student, teacher, loader, method):
         """The pair's outputs on the first batch (training pass, gradients off; a detector has no running
         statistics to protect: its BN layers are frozen)."""
         batch = next(iter(loader))
