@@ -221,7 +221,7 @@ def test_outer_step_moves_omega_only(tmp_path):
     method.train()
     student.train()
     method.outer_step(images[:8], targets[:8], teacher(images[:8]))
-    assert int(method.outer_steps) == 1 and int(method.val_cursor) == 1 and int(method.fusion.step) == 1
+    assert int(method.outer_steps) == 1 and int(method.val_cursor) == 8 and int(method.fusion.step) == 1
     assert not torch.equal(method.fusion.flat(), omega0)
     assert all(torch.equal(student_before[k], v) for k, v in student.state_dict().items())
     assert all(p.grad is None for p in student.parameters())
@@ -244,7 +244,23 @@ def test_outer_every_and_the_validation_cursor(tmp_path):
         _step(pair, step % 3, step)
     method = pair[0]
     assert int(method.outer_steps) == 3  # steps 0, 2, 4
-    assert int(method.val_cursor) == 1  # 12 validation images = 2 batches of 8: the third step starts a new pass
+    # 12 validation images: 8, then the last 4 of the pass, then 8 of a new pass
+    assert int(method.val_cursor) == 8
+
+
+def test_validation_stream_ignores_the_loaders_batch_size_and_resumes(tmp_path):
+    """Outer batches take the training batch's size from the validation split as one stream (the harness loader
+    yields batches of 8); a fresh iterator (a resumed run) continues at the saved position."""
+    pair = _built(tmp_path)
+    method, (val_images, val_targets) = pair[0], pair[5]
+    seen = [method._next_validation_batch(5) for _ in range(3)]
+    assert [len(t) for _, t in seen] == [5, 5, 2] and int(method.val_cursor) == 12
+    assert torch.equal(torch.cat([x for x, _ in seen]), val_images)
+    images, targets = method._next_validation_batch(5)
+    assert torch.equal(images, val_images[:5]) and int(method.val_cursor) == 5
+    method.__dict__["_val_iter"] = None  # as after loading a checkpoint
+    images, targets = method._next_validation_batch(4)
+    assert torch.equal(images, val_images[5:9]) and torch.equal(targets, val_targets[5:9])
 
 
 def test_without_a_validation_split_the_outer_step_is_skipped(tmp_path, caplog):

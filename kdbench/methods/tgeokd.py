@@ -21,8 +21,9 @@ look-ahead of the student, meta-reweighting style:
     omega <- Adam(omega, grad_omega CE(student(theta'; x_val), y_val))
 
 run through ``torch.func.functional_call`` on the student with copies of its buffers (its BN statistics are left
-untouched), on the next batch of the validation split (``dataset.validation_fraction``, auto 0.1, carved
-class-balanced from the training set; cycled in order). Delta enters f_omega as a constant input (S detached).
+untouched), on the next validation batch of the training batch's size: a stream, in order and cycled, over the
+validation split (``dataset.validation_fraction``, auto 0.1, carved class-balanced from the training set), whatever
+its loader's batch size. Delta enters f_omega as a constant input (S detached).
 The step's terms then use the updated omega. Under data parallelism the omega gradient is averaged over the
 ranks, so every rank keeps the same omega.
 
@@ -212,6 +213,7 @@ class TGeoKD(Method):
         self.__dict__["_student"] = None  # the student being trained: looked ahead through, never a submodule
         self.__dict__["_validation"] = None
         self.__dict__["_val_iter"] = None
+        self.__dict__["_val_pending"] = None
 
     def build(self, student, teacher, context):
         classes = student.logits.shape[1]
@@ -226,42 +228,64 @@ class TGeoKD(Method):
         self.register_buffer("omega_init", self.fusion.flat().clone())
         self.register_buffer("outer_steps", torch.zeros((), dtype=torch.int64))
         self.register_buffer("skipped_outer_steps", torch.zeros((), dtype=torch.int64))
-        self.register_buffer("val_cursor", torch.zeros((), dtype=torch.int64))  # batches taken in the current pass
+        self.register_buffer("val_cursor", torch.zeros((), dtype=torch.int64))  # samples taken in this pass
         self.register_buffer("alpha_sum", torch.zeros((), dtype=torch.float64))
         self.register_buffer("alpha_count", torch.zeros((), dtype=torch.float64))
         self.__dict__["_student"] = context.student
         self.__dict__["_validation"] = context.validation_batches
         self.__dict__["_val_iter"] = None
+        self.__dict__["_val_pending"] = None
         if context.student is None or context.validation_batches is None:
             missing = "validation split" if context.validation_batches is None else "student"
             log.warning("method=tgeokd: no %s in the build context: the outer step is skipped and omega stays at its "
                         "initial value", missing)
 
     # -- the outer (bilevel) step ------------------------------------------------------------------------------
-    def _next_validation_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next batch of the validation split, in order, starting over after the last; a fresh iterator (a
-        resumed run) first skips the batches already taken in the current pass."""
-        if self._val_iter is None:
-            self.__dict__["_val_iter"] = iter(self._validation())
-            for _ in range(int(self.val_cursor)):
-                if next(self._val_iter, None) is None:
-                    self.__dict__["_val_iter"] = iter(self._validation())
-                    self.val_cursor.zero_()
+    def _start_pass(self) -> None:
+        self.__dict__["_val_iter"] = iter(self._validation())
+        self.__dict__["_val_pending"] = None
+
+    def _take(self, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Up to ``n`` next samples of the current pass over the validation split (None: the pass is over)."""
+        pieces = []
+        while n > 0:
+            pending = self._val_pending
+            if pending is None or len(pending[1]) == 0:
+                batch = next(self._val_iter, None)
+                if batch is None:
                     break
-        batch = next(self._val_iter, None)
-        if batch is None:
-            self.__dict__["_val_iter"] = iter(self._validation())
+                pending = batch[0], batch[1]
+            take = min(n, len(pending[1]))
+            pieces.append((pending[0][:take], pending[1][:take]))
+            self.__dict__["_val_pending"] = (pending[0][take:], pending[1][take:])
+            n -= take
+        if not pieces:
+            return None
+        return torch.cat([p[0] for p in pieces]), torch.cat([p[1] for p in pieces])
+
+    def _next_validation_batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next ``size`` samples of the validation split, in order, as one stream over its batches (the last
+        chunk of a pass may be smaller; the next starts a new pass). ``val_cursor`` counts the samples taken in the
+        current pass, so a fresh iterator (a resumed run) first skips those."""
+        if self._val_iter is None:
+            self._start_pass()
+            skip = int(self.val_cursor)
+            if skip and self._take(skip) is None:
+                self._start_pass()
+                self.val_cursor.zero_()
+        chunk = self._take(size)
+        if chunk is None:  # the previous pass is over
+            self._start_pass()
             self.val_cursor.zero_()
-            batch = next(self._val_iter, None)
-            if batch is None:
+            chunk = self._take(size)
+            if chunk is None:
                 raise ConfigError("method=tgeokd: the validation split is empty")
-        self.val_cursor += 1
-        images, targets, _ = batch
-        return images, targets
+        self.val_cursor += len(chunk[1])
+        return chunk
 
     def outer_step(self, images: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor) -> None:
         """One update of omega on the next validation batch (Eqs. 4-5; see the module docstring)."""
-        val_images, val_targets = self._next_validation_batch()
+        val_images, val_targets = self._next_validation_batch(len(targets))
         weights = {n: p.detach().clone().requires_grad_(True) for n, p in self.fusion.weights().items()}
         loss = lookahead_validation_loss(self._student, self.fusion, weights, images, targets, teacher_logits,
                                          self.class_means, val_images, val_targets, self.temperature, self.inner_lr)
