@@ -15,6 +15,7 @@ through ``kdbench``, passing the same overrides on. Bad input is one line and ex
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
@@ -77,7 +78,7 @@ def parse_command_line(argv: Sequence[str]) -> Request | None:
     from hydra.errors import OverrideParseException
 
     parser = _parser()
-    args = parser.parse_args(list(argv))
+    args = parser.parse_intermixed_args(list(argv))
     if args.help:
         parser.print_help()
         return None
@@ -235,13 +236,20 @@ def compose_config(request: Request, then_train: str | None) -> DictConfig:
 
 
 # ----------------------------------------------------------------------------- the search
-def _setup_logging() -> None:
+@contextlib.contextmanager
+def console_logging():
+    """Within the block, kdbench's log lines at INFO on this process's console (rich in a terminal, plain lines
+    elsewhere), as in a ``kdbench`` run; the logger is left as it was."""
     from ..console import console_handler
 
-    if not log.handlers:
-        log.addHandler(console_handler())
-        log.propagate = False
+    handler, level = console_handler(), log.level
+    log.addHandler(handler)
     log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
 
 
 class _NoTeacherMeasurement(logging.Filter):
@@ -438,13 +446,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                       "teacher": OmegaConf.to_container(cfg.teacher, resolve=True)})))
             return 0
         validate(cfg)
-        _setup_logging()
-        rows, _ = run_search(cfg, settings, space)
+        with console_logging():
+            rows, _ = run_search(cfg, settings, space)
     except ConfigError as e:
         print(f"kdbench-search: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     if settings.then_train:
-        return then_train(request, rows[0].candidate, settings.then_train)
+        with console_logging():
+            return then_train(request, rows[0].candidate, settings.then_train)
     return 0
 
 
