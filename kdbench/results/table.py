@@ -5,6 +5,8 @@ beside it, ``<name>-curves.png``), optionally uploaded to W&B.
 Two layouts: one line per (dataset, teacher, student, method, differing settings) (the default), or, with
 ``--reference NAME``, the paper's layout: methods x teacher-student pairs, ours beside the published number.
 Best-epoch and last-epoch numbers are separate, labelled columns everywhere; failed runs are listed, never averaged.
+``--search-scores ranking.csv`` adds Spearman's rank correlation between a ``kdbench-search`` ranking and the trained
+accuracy of the searched students (:mod:`.search_scores`).
 One table per task (classification: top-1 / top-5; detection: COCO box AP, AP50, ... ; :mod:`.tasks`), files
 ``leaderboard.*`` for classification and ``leaderboard-<task>.*`` for the others.
 This module is the command line only: reading and grouping is :mod:`.aggregate`, what a table shows
@@ -27,6 +29,7 @@ from .layout import METRICS, TableError, has_published, reference_layout, rows_g
 from .plot import plot_curves, plot_png
 from .reference import ReferenceError, list_references, pair as parse_pair, resolve_references, same_model
 from .render import failed_markdown, grid_latex, grid_markdown, layout_csv, print_table, render_grid_rich, to_csv
+from .search_scores import correlation_grid, correlations, read_scores, write_correlation_csv
 from .upload import upload_wandb
 
 FORMATS = ("md", "csv", "tex", "png")
@@ -53,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
                         "dataset name (its tables); files are named leaderboard-NAME.*")
     p.add_argument("--format", nargs="+", action="extend", choices=FORMATS, dest="formats", metavar="F",
                    help=f"files to write, any of {', '.join(FORMATS)} (default: md csv)")
+    p.add_argument("--search-scores", nargs="+", action="extend", type=Path, metavar="CSV",
+                   help="kdbench-search ranking.csv files: also report Spearman's rank correlation between their "
+                        "scores and the trained accuracy of the searched students (file search-correlation.*)")
     p.add_argument("--list-references", action="store_true", help="list the reference tables and exit")
     p.add_argument("--wandb", action="store_true", help="also log the table (and plot) as a W&B run")
     p.add_argument("--wandb-project", default="kdbench", help="W&B project (default: kdbench)")
@@ -111,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args, console: Console) -> int:
     references = resolve_references(args.reference) if args.reference else None  # bad names fail before any work
+    score_sets = [read_scores(path) for path in args.search_scores or []]  # and unreadable score files
     records = _select(find_results(args.paths), args)
     rows = aggregate(records, methods=args.method)
     if not rows:
@@ -161,9 +168,31 @@ def _run(args, console: Console) -> int:
                                  args.wandb_mode, stem)
             console.print(f"W&B ({args.wandb_mode}): {where}", highlight=False, markup=False, soft_wrap=True)
         written += files
+    if score_sets:
+        written += _search_correlations(rows, score_sets, formats, out, console)
     if written:
         console.print("wrote " + ", ".join(map(str, written)), highlight=False, markup=False, soft_wrap=True)
     return 0
+
+
+def _search_correlations(rows, score_sets, formats, out: Path, console: Console) -> list[Path]:
+    """Print (and write as search-correlation.md / .csv) the rank correlation of each search's scores with the
+    trained accuracy of its students; the files written."""
+    found = correlations(rows, score_sets)
+    if not found:
+        console.print("search scores: no setting has trained runs of two or more of the scored students "
+                      f"({', '.join(s.source for s in score_sets)})", highlight=False, markup=False, soft_wrap=True)
+        return []
+    grid = correlation_grid(found)
+    print_table(render_grid_rich(grid), console)
+    files = []
+    if "md" in formats:
+        write_text(out / "search-correlation.md", grid_markdown(grid))
+        files.append(out / "search-correlation.md")
+    if "csv" in formats:
+        write_correlation_csv(found, out / "search-correlation.csv")
+        files.append(out / "search-correlation.csv")
+    return files
 
 
 if __name__ == "__main__":
