@@ -42,7 +42,7 @@ def test_cfg_job_composes_the_cifar_recipe(tmp_path, env):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["method=foo"], "method: unknown choice 'foo'; valid: at, cc, ce,"),
+    (["method=foo"], "method: unknown choice 'foo'; valid: acamkd, at, cc, ce,"),
     (["student=resnet9"], "student: unknown choice 'resnet9'"),
     (["student.name=resnet9"], "unknown model 'resnet9'"),
     (["teacher.name=nope"], "teacher.name: unknown model 'nope'"),

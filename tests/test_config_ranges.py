@@ -117,7 +117,7 @@ def test_a_missing_preset_is_reported_against_experiment_with_every_choice(choic
 
 def test_other_groups_keep_their_own_choices(capsys):
     assert refusal(["hydra/launcher=nope"], capsys).startswith("hydra/launcher: unknown choice 'nope'; valid: basic,")
-    assert refusal(["method=foo"], capsys).startswith("method: unknown choice 'foo'; valid: at, cc, ce,")
+    assert refusal(["method=foo"], capsys).startswith("method: unknown choice 'foo'; valid: acamkd, at, cc, ce,")
 
 
 def test_loader_workers_are_capped_at_the_cpus_with_one_note(monkeypatch, caplog):

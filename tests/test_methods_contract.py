@@ -58,7 +58,8 @@ def _pair(name: str, teacher: str, student: str, cache_dir, student_seed: int = 
     s_model = create_model(student, NUM_CLASSES, image_size=IMAGE)
     train_images = images if student_seed == 0 else torch.randn_like(images)
     t_state = {k: v.clone() for k, v in t_model.state_dict().items()} if t_model is not None else None
-    context = make_context(t_model, NUM_CLASSES, train_images, targets, cache_dir)
+    context = make_context(t_model, NUM_CLASSES, train_images, targets, cache_dir, student=s_model,
+                           validation=(images[:8], targets[:8]))
     size_method(method, s_model, t_model, images[:2], context)
     return method, s_model, t_model, t_state, images, targets
 

@@ -29,10 +29,10 @@ def one(table: str, dataset: str, teacher: str, student: str, method: str, recip
 def test_tables_load_in_precedence_order():
     # a method's own source comes before the tables that quote or reproduce it
     assert list(TABLES) == ["crd", "dkd", "dot", "logit-standardization", "dist", "reviewkd", "nd", "pld-cifar100",
-                            "pld-imagenet", "pld-coco", "mealv2"]
+                            "pld-imagenet", "pld-coco", "mealv2", "tgeokd"]
     counts = {name: len(r.cells) for name, r in TABLES.items()}
     assert counts == {"crd": 188, "dkd": 26, "dot": 10, "logit-standardization": 112, "dist": 49, "nd": 80,
-                      "reviewkd": 4, "pld-cifar100": 44, "pld-imagenet": 42, "pld-coco": 36, "mealv2": 12}
+                      "reviewkd": 4, "pld-cifar100": 44, "pld-imagenet": 42, "pld-coco": 36, "mealv2": 12, "tgeokd": 10}
     for r in TABLES.values():
         assert r.title and r.citation and r.url.startswith("https://")
 
@@ -185,3 +185,14 @@ def test_mealv2_table_as_the_readme():
                                                             "trainer.batch_size": 512})
     assert ref.pair("mealv2_r50") == ("imagenet", "ensemble", "resnet50")
     assert [r.name for r in ref.resolve_references("imagenet")] == ["dkd", "dot", "dist", "reviewkd", "nd"]
+
+
+def test_tgeokd_table_as_the_paper():
+    """TGeo-KD Table 1 (CIFAR-100, mean +- std of 5 runs) and Table 2 (ImageNet), arXiv:2312.15112v2; its own
+    recipe (early stopping on a validation split), so never combined with the dataset's other tables."""
+    table = TABLES["tgeokd"]
+    assert not table.combine and table.methods == ["tgeokd"] and table.metrics == ("top1",)
+    cells = {(c.teacher, c.student): c for c in table.cells}
+    assert (cells["resnet32x4", "resnet8x4"].value, cells["resnet32x4", "resnet8x4"].spread) == (77.27, 0.25)
+    assert cells["resnet34", "resnet18"].value == 72.89 and cells["resnet34", "resnet18"].recipe == "tgeokd_imagenet"
+    assert all(c.source.endswith(("Table 1", "Table 2")) for c in table.cells)
