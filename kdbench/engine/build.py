@@ -9,7 +9,6 @@ optimiser, schedule and the training step.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from .optim import build_optimizer, build_scheduler, strategy_of
 from .runtime import check_precision, resolve_channels_last, seed_everything, select_device, set_deterministic
 from .state import CHECKPOINT_DIR
 from .step import TrainStep
+from ..models.checkpoint import weights_fingerprint  # noqa: F401  (the teacher's cache key; re-exported)
 from .student import build_student, initialise_from_teacher
 
 
@@ -71,16 +71,6 @@ class Run:
         """What a checkpoint saves and a resume restores, by checkpoint key."""
         return {"model": self.student, "method": self.method, "optimizer": self.optimizer,
                 "scheduler": self.scheduler, "scaler": self.step.scaler}
-
-
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 over a model's state_dict (names, shapes, bytes): identifies teacher weights for caches."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def build_context(cfg, data, device, teacher, fingerprint: str | None, task: Task, student=None,

@@ -84,7 +84,7 @@ def check_from_teacher(how: str, scale: float, key: str = "student.init_from_tea
 def draw_seed(model: torch.nn.Module) -> int:
     """A seed that is a function of ``model``'s weights (the hash that keys teacher caches): the student's and the
     heads' random draws that the reference takes from the teacher's generator come from it."""
-    from .build import weights_fingerprint
+    from ..models.checkpoint import weights_fingerprint
 
     return int(weights_fingerprint(model)[:15], 16)
 

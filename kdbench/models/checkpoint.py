@@ -7,6 +7,7 @@ A bare state_dict and a ``state_dict`` entry load too; a DataParallel ``module.`
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -51,3 +52,13 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, key: str = "teach
         raise ConfigError(f"{key}: {path} does not fit model {name}: {'; '.join(parts)}")
     model.load_state_dict(state, strict=True)
     return model
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 over a model's state_dict (names, shapes, bytes): identifies teacher weights for caches."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
