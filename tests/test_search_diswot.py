@@ -370,6 +370,13 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, cifar_root, capsys, args, me
     assert not (tmp_path / "out").exists()
 
 
+def test_cli_output_folder_under_a_file(tmp_path, cifar_root, capsys):
+    (tmp_path / "file").write_text("x")
+    code = search_cli.main(_search(tmp_path, cifar_root, f"search.out={tmp_path / 'file' / 'out'}"))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "search.out: " in err and "is a file" in err, err
+
+
 def test_cli_missing_data_names_dataset_root(tmp_path, env):
     """The console script as a user runs it: no CIFAR data, one line naming dataset.root, exit code 2."""
     result = run_cli([f"dataset.root={tmp_path / 'nowhere'}", "teacher=resnet32x4"], tmp_path, env,

@@ -316,8 +316,18 @@ def obtain_teacher(cfg: DictConfig, data, device, settings: Settings):
     return teacher, source
 
 
-def run_search(cfg: DictConfig, settings: Settings, space, console=None) -> tuple[list, Path]:
-    """Score the space, print the ranking, write ranking.md / ranking.csv; (ranked rows, output folder)."""
+def output_folder(cfg: DictConfig, settings: Settings) -> Path:
+    """``search.out``, else ``outputs/search/<dataset>/<teacher>/<time>``; ConfigError when it cannot be made."""
+    from ..cli import check_output_place
+
+    out = Path(settings.out) if settings.out else Path("outputs") / "search" / str(cfg.dataset.name) / \
+        str(cfg.teacher.name) / datetime.now().strftime("%Y%m%d-%H%M%S")
+    check_output_place(out, "search.out")
+    return out
+
+
+def run_search(cfg: DictConfig, settings: Settings, space, out: Path, console=None) -> list:
+    """Score the space, print the ranking, write ``out``/ranking.md and ranking.csv; the ranked rows."""
     import torch
 
     from ..data import build_data
@@ -391,8 +401,6 @@ def run_search(cfg: DictConfig, settings: Settings, space, console=None) -> tupl
     shown = rows[: settings.top] if settings.top else rows
     printed = notes + ([f"the best {len(shown)} of {len(rows)} shown; the files hold all"] if len(shown) < len(rows) else [])
     print_ranking(shown, title, printed, console)
-    out = Path(settings.out) if settings.out else Path("outputs") / "search" / data.name / str(cfg.teacher.name) / \
-        datetime.now().strftime("%Y%m%d-%H%M%S")
     from ..io import write_text
 
     write_text(out / "ranking.md", markdown(rows, title, notes))
@@ -400,7 +408,7 @@ def run_search(cfg: DictConfig, settings: Settings, space, console=None) -> tupl
                                           "teacher_source": source, "init": settings.init,
                                           "batch_size": int(images.shape[0]), "seed": seed})
     log.info("wrote %s, %s", out / "ranking.md", out / "ranking.csv")
-    return rows, out
+    return rows
 
 
 def kdbench_command() -> list[str]:
@@ -450,8 +458,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                       "teacher": OmegaConf.to_container(cfg.teacher, resolve=True)})))
             return 0
         validate(cfg)
+        out = output_folder(cfg, settings)
         with console_logging():
-            rows, _ = run_search(cfg, settings, space)
+            rows = run_search(cfg, settings, space, out)
     except ConfigError as e:
         print(f"kdbench-search: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
