@@ -83,7 +83,7 @@ def wired(preset: str) -> dict[str, dict]:
 
 def test_the_presets_are_found():
     assert len(PRESETS) >= 20 and "quickstart" not in PRESETS
-    assert {p.split("/")[0] for p in PRESETS} == {"cifar100", "coco", "imagenet", "pld"}
+    assert {p.split("/")[0] for p in PRESETS} == {"cifar100", "coco", "imagenet", "pld", "random_teachers"}
 
 
 @pytest.mark.parametrize("preset", PRESETS)
