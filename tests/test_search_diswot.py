@@ -348,6 +348,29 @@ def test_cli_budget(tmp_path, cifar_root, capsys):
                           "search.max_flops=1,000,000 (smallest: resnet8, 83,892 parameters, 25,014,784 FLOPs)"), err
 
 
+def test_cli_candidates_that_cannot_be_scored(tmp_path, cifar_root, capsys, monkeypatch):
+    """A model that cannot run on the scoring batch is skipped with its reason (the reference scores such a
+    candidate -9999); when none can run, one line, exit 2."""
+    import kdbench.search.score as score_module
+
+    real = score_module.probe
+
+    def probe_or_fail(model, *args, **kwargs):
+        if model.kdbench_name == "cifar_vgg8_w16":
+            raise RuntimeError("Given input size: (64x1x1). Calculated output size: (64x0x0). Output size is too small")
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(score_module, "probe", probe_or_fail)
+    assert search_cli.main(_search(tmp_path, cifar_root, "search.space=[resnet8,cifar_vgg8_w16]")) == 0
+    out = capsys.readouterr().out
+    assert "1 candidate(s) could not be scored: cifar_vgg8_w16 (Given input size: (64x1x1)." in out
+    assert [r["candidate"] for r in csv.DictReader((tmp_path / "out" / "ranking.csv").open())] == ["resnet8"]
+    code = search_cli.main(_search(tmp_path, cifar_root, "search.space=[cifar_vgg8_w16]"))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0, err
+    assert "search.space: no candidate of space 'list' could be scored; cifar_vgg8_w16: Given input size" in err
+
+
 @pytest.mark.parametrize("args, message", [
     (["search.space=all"], "search.space: unknown space 'all'; valid: zoo, grid"),
     (["search.space=grid", "search.grid.resnet.depths=[7]"], "search.grid.resnet.depths: 7 is not allowed"),

@@ -335,7 +335,7 @@ def run_search(cfg: DictConfig, settings: Settings, space, out: Path, console=No
     from ..tasks import task_of
     from . import evolution
     from .report import markdown, print_ranking, rank, write_csv
-    from .score import diswot_score, measure, prepare, probe, student_seed
+    from .score import count_flops, count_params, diswot_score, measure, prepare, probe, student_seed
 
     started = time.perf_counter()
     if cfg.trainer.get("num_threads"):
@@ -355,17 +355,34 @@ def run_search(cfg: DictConfig, settings: Settings, space, out: Path, console=No
     log.info("scoring %s candidates (%s) for teacher %s on %d %s training images", len(space), space.label,
              cfg.teacher.name, images.shape[0], data.name)
 
-    results, over_budget = {}, []
+    results, over_budget, failed = {}, [], []
 
-    def evaluate(candidate):
-        params, flops = measure(task.create_model, candidate.name, data.num_classes, data.image_size)
+    def over(candidate, params, flops) -> bool:
         if (settings.max_params and params > settings.max_params) or (settings.max_flops and flops > settings.max_flops):
             over_budget.append((candidate, params, flops))
+            return True
+        return False
+
+    def evaluate(candidate):
+        try:
+            params, flops = measure(task.create_model, candidate.name, data.num_classes, data.image_size)
+        except (NotImplementedError, RuntimeError, ValueError):  # a model the meta device cannot build or run
+            params = flops = None
+        if params is not None and over(candidate, params, flops):
             return None
-        model = prepare(task.create_model, candidate.name, data.num_classes, data.image_size, student_seed(seed),
-                        settings.init)
-        score = diswot_score(probe(model.to(device=device, memory_format=layout), images, targets), teacher_probe)
-        del model
+        try:
+            model = prepare(task.create_model, candidate.name, data.num_classes, data.image_size,
+                            student_seed(seed), settings.init)
+            if params is None:
+                params, flops = count_params(model), count_flops(model, data.image_size)
+                if over(candidate, params, flops):
+                    return None
+            score = diswot_score(probe(model.to(device=device, memory_format=layout), images, targets), teacher_probe)
+        except (RuntimeError, ValueError) as e:  # e.g. a model too deep for the image size, no linear classifier
+            reason = " ".join(str(e).split())[:200]
+            failed.append((candidate, reason))
+            log.warning("%s cannot be scored: %s", candidate.name, reason)
+            return None
         results[candidate] = (candidate, score.score, score.relation, score.semantic, params, flops)
         log.info("[%d] %s: score %.6f (relation %.6f, semantic %.6f), %.3f M params, %.1f M FLOPs", len(results),
                  candidate.name, score.score, score.relation, score.semantic, params / 1e6, flops / 1e6)
@@ -380,6 +397,9 @@ def run_search(cfg: DictConfig, settings: Settings, space, out: Path, console=No
         evolution.regularized_evolution(space, evaluate, random.Random(seed), population=settings.population,
                                         sample_size=settings.sample_size, parents_top=settings.parents_top,
                                         cycles=settings.cycles)
+    if not results and not over_budget:  # every candidate failed
+        raise ConfigError(f"search.space: no candidate of space '{space.label}' could be scored; "
+                          f"{failed[0][0].name}: {failed[0][1]}")
     if not results:
         budget = " and ".join(f"{k}={v:,}" for k, v in (("search.max_params", settings.max_params),
                                                          ("search.max_flops", settings.max_flops)) if v)
@@ -397,6 +417,9 @@ def run_search(cfg: DictConfig, settings: Settings, space, out: Path, console=No
     if over_budget:
         limits = ", ".join(f"{k} {v:,}" for k, v in (("params", settings.max_params), ("FLOPs", settings.max_flops)) if v)
         notes.append(f"{len(over_budget)} candidate(s) over the budget ({limits}) not scored")
+    if failed:
+        notes.append(f"{len(failed)} candidate(s) could not be scored: "
+                     + "; ".join(f"{c.name} ({reason})" for c, reason in failed))
     notes.append(f"searched in {elapsed:.1f} s")
     shown = rows[: settings.top] if settings.top else rows
     printed = notes + ([f"the best {len(shown)} of {len(rows)} shown; the files hold all"] if len(shown) < len(rows) else [])
