@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -103,19 +104,33 @@ def test_ensemble_run_records_every_member_and_keys_the_cache_on_both(tmp_path, 
     ens_cache = teacher["logit_cache"]
     assert json.loads((tmp_path / "ens" / "result.json").read_text())["status"] == "completed"
 
-    out = run_cli([*common, "teacher=resnet8", f"hydra.run.dir={tmp_path / 'one'}"], tmp_path, env)
+    # the first member alone is the same store teacher (its cache key is another: test_fingerprint_keys_on_...)
+    out = run_cli([*common[:-1], "trainer.teacher_cache=off", "teacher=resnet8", f"hydra.run.dir={tmp_path / 'one'}"],
+                  tmp_path, env)
     assert out.returncode == 0, out.stderr[-3000:]
     single = read_result(tmp_path / "one")["teacher"]
-    assert single["checkpoint"] == teacher["members"][0]["checkpoint"]  # the same store teacher
+    assert single["checkpoint"] == teacher["members"][0]["checkpoint"]
     assert single["top1"] == teacher["members"][0]["top1"]
-    assert single["logit_cache"] != ens_cache
+    assert Path(ens_cache).is_dir() and "logit_cache" not in single
 
 
-def test_bad_ensemble_input_is_one_line(tmp_path, env, cifar_root):
-    for args, expected in ((["teacher.members=[]"], "teacher.members: an ensemble needs at least one member"),
-                           (["teacher.members=[resnet8]", "teacher.combine=max"], "teacher.combine: unknown value 'max'"),
-                           (["teacher.members=[resnet8]", "teacher.features_from=3"], "teacher.features_from: 3 is not")):
-        out = run_cli([f"dataset.root={cifar_root}", *FAST, "teacher=ensemble", *args, "trainer.epochs=1",
-                       "logger.mode=disabled"], tmp_path, env)
-        assert out.returncode == 2, out.stderr[-2000:]
-        assert expected in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+@pytest.mark.parametrize("args,expected", [
+    (["teacher.members=[]"], "teacher.members: an ensemble needs at least one member"),
+    (["teacher.members=[resnet8]", "teacher.combine=max"], "teacher.combine: unknown value 'max'"),
+    (["teacher.members=[resnet8]", "teacher.features_from=3"], "teacher.features_from: 3 is not a member index"),
+    (["teacher.members=[resnet8,nosuchnet]"], "teacher.members[1].name: unknown model 'nosuchnet'"),
+    (["teacher.members=[{name: resnet8, checkpoint: /nonexistent/r8.pth}]"],
+     "teacher.members[0].checkpoint: no file at /nonexistent/r8.pth"),
+])
+def test_bad_ensemble_input_is_one_line_before_any_work(tmp_path, cifar_root, args, expected, monkeypatch, capsys):
+    from kdbench.cli import entry
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["kdbench", f"dataset.root={cifar_root}", *FAST, "teacher=ensemble", *args,
+                                     "trainer.epochs=1", "logger.mode=disabled"])
+    with pytest.raises(SystemExit) as exit_info:
+        entry()
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
+    assert not (tmp_path / "outputs").exists()
