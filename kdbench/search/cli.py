@@ -48,7 +48,8 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="kdbench-search", add_help=False,
                 description="DisWOT: rank candidate students for a teacher without training them, then optionally "
-                            "train the best one. Overrides are kdbench's (teacher=..., dataset=..., trainer.device=...) "
+                            "train the best one. Overrides are kdbench's (teacher=..., dataset=..., "
+                            "trainer.device=...) "
                             "plus search.* and then_train (conf/search.yaml; docs/search.md).")
     p.add_argument("-h", "--help", action="store_true", help="show this help and exit")
     p.add_argument("--cfg", action="store_true", help="print the composed search settings and exit")
@@ -196,12 +197,14 @@ def check_settings(section: DictConfig) -> Settings:
     if s.out is not None and not isinstance(s.out, str):
         raise ConfigError(f"search.out: expected a folder path, got {s.out!r}")
     return Settings(
-        strategy=choice("strategy", s.strategy, STRATEGIES), exhaustive_max=integer("exhaustive_max", s.exhaustive_max, 1),
+        strategy=choice("strategy", s.strategy, STRATEGIES),
+        exhaustive_max=integer("exhaustive_max", s.exhaustive_max, 1),
         population=integer("evolution.population", evo.population, 1),
         sample_size=integer("evolution.sample_size", evo.sample_size, 1),
         parents_top=integer("evolution.parents_top", evo.parents_top, 1),
         cycles=integer("evolution.cycles", evo.cycles, 0),
-        max_params=parse_count("search.max_params", s.max_params), max_flops=parse_count("search.max_flops", s.max_flops),
+        max_params=parse_count("search.max_params", s.max_params),
+        max_flops=parse_count("search.max_flops", s.max_flops),
         batch_size=integer("batch_size", s.batch_size, 2), init=choice("init", s.init, INITS),
         random_teacher=s.random_teacher, top=integer("top", s.top, 1, optional=True), out=s.out,
         then_train=None if then_train is None else str(then_train))
@@ -268,7 +271,8 @@ def scoring_batch(cfg: DictConfig, data, task, device, batch_size: int):
     sampler.set_epoch(0)
     batch = next(iter(train))
     if batch.images.shape[0] < 2:
-        raise ConfigError(f"dataset: the scoring batch has {batch.images.shape[0]} image; the relation term needs 2 or more")
+        raise ConfigError(f"dataset: the scoring batch has {batch.images.shape[0]} image; the relation term needs "
+                          f"2 or more")
     return batch.images, batch.targets
 
 
@@ -342,7 +346,8 @@ def run_search(cfg: DictConfig, settings: Settings, space, out: Path, console=No
         torch.set_num_threads(int(cfg.trainer.num_threads))
     device = select_device(str(cfg.trainer.device))
     # trainer.channels_last as a run takes it (auto: on for the CPU, where it measured faster; the same maths)
-    layout = torch.channels_last if resolve_channels_last(cfg.trainer.channels_last, device) else torch.contiguous_format
+    channels_last = resolve_channels_last(cfg.trainer.channels_last, device)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     task = task_of(cfg.dataset)
     data = build_data(cfg.dataset)
     images, targets = scoring_batch(cfg, data, task, device, settings.batch_size)
@@ -358,7 +363,8 @@ def run_search(cfg: DictConfig, settings: Settings, space, out: Path, console=No
     results, over_budget, failed = {}, [], []
 
     def over(candidate, params, flops) -> bool:
-        if (settings.max_params and params > settings.max_params) or (settings.max_flops and flops > settings.max_flops):
+        if (settings.max_params and params > settings.max_params) or \
+                (settings.max_flops and flops > settings.max_flops):
             over_budget.append((candidate, params, flops))
             return True
         return False
@@ -415,15 +421,16 @@ def run_search(cfg: DictConfig, settings: Settings, space, out: Path, console=No
              f"one batch of {images.shape[0]} training images, seed {seed}",
              f"FLOPs: one {data.image_size}x{data.image_size} image, 2 per multiply-add"]
     if over_budget:
-        limits = ", ".join(f"{k} {v:,}" for k, v in (("params", settings.max_params), ("FLOPs", settings.max_flops)) if v)
+        limits = ", ".join(f"{k} {v:,}" for k, v in (("params", settings.max_params), ("FLOPs", settings.max_flops))
+                           if v)
         notes.append(f"{len(over_budget)} candidate(s) over the budget ({limits}) not scored")
     if failed:
         notes.append(f"{len(failed)} candidate(s) could not be scored: "
                      + "; ".join(f"{c.name} ({reason})" for c, reason in failed))
     notes.append(f"searched in {elapsed:.1f} s")
     shown = rows[: settings.top] if settings.top else rows
-    printed = notes + ([f"the best {len(shown)} of {len(rows)} shown; the files hold all"] if len(shown) < len(rows) else [])
-    print_ranking(shown, title, printed, console)
+    hidden = [f"the best {len(shown)} of {len(rows)} shown; the files hold all"] if len(shown) < len(rows) else []
+    print_ranking(shown, title, notes + hidden, console)
     from ..io import write_text
 
     write_text(out / "ranking.md", markdown(rows, title, notes))

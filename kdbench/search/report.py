@@ -52,7 +52,8 @@ def rich_table(rows: Sequence[Ranked], title: str, notes: Sequence[str] = ()) ->
     return table
 
 
-def print_ranking(rows: Sequence[Ranked], title: str, notes: Sequence[str] = (), console: Console | None = None) -> None:
+def print_ranking(rows: Sequence[Ranked], title: str, notes: Sequence[str] = (),
+                  console: Console | None = None) -> None:
     from ..results.render import print_table
 
     print_table(rich_table(rows, title, notes), console or Console())
