@@ -21,7 +21,7 @@ from kdbench.losses.diswot import classifier_gradient
 from kdbench.models import create_model, resolve_model_name
 from kdbench.search import cli as search_cli
 from kdbench.search.evolution import exhaustive, regularized_evolution
-from kdbench.search.grid import ALLOWED, GridPoint, parse_grid_name, zoo_equivalent
+from kdbench.models.cifar.grid import ALLOWED, GridPoint, parse_grid_name, zoo_equivalent
 from kdbench.search.score import count_flops, count_params, diswot_score, measure, prepare, probe, student_seed
 from kdbench.search.space import Candidate, GridSpace, Space, build_space, grid_config, student_choices, zoo_candidates
 

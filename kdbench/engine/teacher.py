@@ -170,7 +170,7 @@ def teacher_configs(cfg: DictConfig) -> list[DictConfig]:
     return [member_config(cfg, entry, position) for position, entry in enumerate(members)]
 
 
-def provide_ensemble(cfg: DictConfig, data, device):
+def provide_ensemble(cfg: DictConfig, data, device, measure: bool = True):
     """(ensemble, info): every member obtained like a single teacher (checkpoint, store, pretrained, random init),
     frozen together; info lists each member's own info and measured metrics, and the ensemble's."""
     from ..models.ensemble import TeacherEnsemble
@@ -178,13 +178,13 @@ def provide_ensemble(cfg: DictConfig, data, device):
     ens, task = cfg.teacher, task_of(cfg.dataset)
     models, infos = [], []
     for member in teacher_configs(cfg):
-        model, info = provide_teacher(member, data, device)
+        model, info = provide_teacher(member, data, device, measure=measure)
         models.append(model)
         infos.append(info)
     model = TeacherEnsemble(models, combine=str(ens.combine), features_from=int(ens.features_from))
     model.eval().requires_grad_(False).to(device)
     measured = task.evaluate(model, task.test_loader(cfg, data, device), device, str(cfg.trainer.precision),
-                             data.num_classes)
+                             data.num_classes) if measure else {}
     info = {"name": ENSEMBLE, "resolved": model.kdbench_name, "checkpoint": None, "combine": str(ens.combine),
             "features_from": int(ens.features_from), "members": infos,
             "params": sum(p.numel() for p in model.parameters()), **measured}
@@ -193,11 +193,12 @@ def provide_ensemble(cfg: DictConfig, data, device):
     return model, info
 
 
-def provide_teacher(cfg: DictConfig, data, device):
+def provide_teacher(cfg: DictConfig, data, device, measure: bool = True):
     """(teacher, info) for the run: frozen, eval mode, no grad, on ``device``; info (with the teacher's measured
-    metrics) goes into result.json. ``teacher=ensemble``: several teachers behind one (``provide_ensemble``)."""
+    metrics) goes into result.json. ``teacher=ensemble``: several teachers behind one (``provide_ensemble``).
+    ``measure=False``: a teacher the store has not measured is not scored on the test set (no metrics in info)."""
     if str(cfg.teacher.name) == ENSEMBLE:
-        return provide_ensemble(cfg, data, device)
+        return provide_ensemble(cfg, data, device, measure)
     tcfg, task = cfg.teacher, task_of(cfg.dataset)
     random_init = bool(tcfg.get("random_init", False))
     if random_init and (tcfg.checkpoint or tcfg.pretrained):
@@ -228,8 +229,9 @@ def provide_teacher(cfg: DictConfig, data, device):
     model.eval().requires_grad_(False).to(device)
     if measured is None:
         measured = task.evaluate(model, task.test_loader(cfg, data, device), device, str(cfg.trainer.precision),
-                                 data.num_classes)
+                                 data.num_classes) if measure else {}
     info = {"name": str(tcfg.name), "resolved": model.kdbench_name, "checkpoint": source,
             "params": sum(p.numel() for p in model.parameters()), **measured}
-    log.info("teacher %s (%s): %s", tcfg.name, source, "  ".join(f"{k} {v:.2f}" for k, v in measured.items()))
+    log.info("teacher %s (%s): %s", tcfg.name, source,
+             "  ".join(f"{k} {v:.2f}" for k, v in measured.items()) or "not measured")
     return model, info

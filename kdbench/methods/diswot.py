@@ -17,14 +17,13 @@ defaults: CE 1; relation 3000, the weight mdistiller gives SP's loss (``CFG.SP.L
 same function on the same map; semantic 1, the search score's unit weight (the term is normalised by classes and
 channels, of order 1).
 
-Importing this module also registers the search's width / depth grid (``kdbench.search.grid``) in the model
+Importing this module also registers the search's width / depth grid (``kdbench.models.cifar.grid``) in the model
 registry, so a student found by ``kdbench-search`` trains by name (``student.name=cifar_resnet26_w32``).
 """
 
 import torch.nn.functional as F
 
 from ..losses.diswot import classifier_gradient, diswot_relation_loss, diswot_semantic_loss
-from ..search import grid  # noqa: F401  (registers the grid's models by name)
 from ._connectors import in_float32
 from .base import Method, register_method
 

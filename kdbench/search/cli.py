@@ -255,14 +255,6 @@ def console_logging():
         log.setLevel(level)
 
 
-class _NoTeacherMeasurement(logging.Filter):
-    """The teacher is not measured on the test set here (the search needs no accuracy): ``provide_teacher``'s
-    measurement line, taken on two test images, is dropped."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("teacher %s (%s): ")
-
-
 def scoring_batch(cfg: DictConfig, data, task, device, batch_size: int):
     """The first training batch of the run's own loader (seed ``cfg.seed``, epoch 0: its augmentation and order)."""
     from ..distributed import World
@@ -298,18 +290,8 @@ def obtain_teacher(cfg: DictConfig, data, device, settings: Settings):
             raise ConfigError(f"teacher.checkpoint: none given and no trained {tcfg.name} for {data.name} in the "
                               f"store ({directory}); pass teacher.checkpoint=<path>, search.random_teacher=true (score "
                               f"at random initialisation, as DisWOT does) or teacher.train_if_missing=true")
-    # provide_teacher measures a teacher it does not find in the store on the test set: here on two test images
-    # in this process (the search needs no accuracy, and a full pass of a large teacher costs minutes on a CPU)
-    small = torch.utils.data.Subset(data.test, range(min(len(data.test), 2)))
-    cfg = cfg.copy()
-    with open_dict(cfg):
-        cfg.dataset.num_workers = 0
-    quiet = _NoTeacherMeasurement()
-    log.addFilter(quiet)
-    try:
-        teacher, info = provide_teacher(cfg, dataclasses.replace(data, test=small), device)
-    finally:
-        log.removeFilter(quiet)
+    # the search needs no accuracy (and a full test pass of a large teacher costs minutes on a CPU)
+    teacher, info = provide_teacher(cfg, data, device, measure=False)
     if random_init and settings.init == "gaussian":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(tcfg.seed))

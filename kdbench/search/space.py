@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from ..errors import ConfigError
 from ..models import resolve_model_name
-from .grid import ALLOWED, FAMILIES, GridPoint, parse_grid_name
+from ..models.cifar.grid import ALLOWED, FAMILIES, GridPoint, parse_grid_name
 
 SPACES = ("zoo", "grid")
 
@@ -62,7 +62,7 @@ def _point_of(name: str) -> GridPoint | None:
     point = parse_grid_name(name)
     if point is not None:
         return point
-    from .grid import _ZOO_POINTS
+    from ..models.cifar.grid import _ZOO_POINTS
 
     return next((p for p, zoo in _ZOO_POINTS.items() if zoo.lower() == str(name).lower()), None)
 

@@ -20,6 +20,7 @@ from typing import Any, Dict
 default_cfgs: Dict[str, Dict[str, Any]] = {}
 
 from . import mobilenetv2, resnet, resnetv2, shufflenetv1, shufflenetv2, vgg, wrn  # noqa: E402,F401  (registration)
+from . import grid  # noqa: E402,F401  (width / depth variants of resnet, wrn and vgg: registration)
 from ._base import CifarNet  # noqa: E402
 
 __all__ = ["CifarNet", "ZOO_MODELS", "create_zoo_model"]

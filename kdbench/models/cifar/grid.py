@@ -28,10 +28,10 @@ from typing import Any, Callable, Dict
 
 from timm.models import register_model
 
-from ..models.cifar._base import build_model, zoo_cfg
-from ..models.cifar.resnet import CifarResNet
-from ..models.cifar.vgg import VGG_CFGS, CifarVGG
-from ..models.cifar.wrn import WideResNet
+from ._base import build_model, zoo_cfg
+from .resnet import CifarResNet
+from .vgg import VGG_CFGS, CifarVGG
+from .wrn import WideResNet
 
 # the allowed values per family (depth, then width: stage-1 width for ResNet, widen factor for WRN, first conv
 # group width for VGG); a search grid picks from these
