@@ -12,8 +12,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import FAST, read_result, run_cli, write_cifar100
+from conftest import FAST, write_cifar100
 from kdbench.engine.build import weights_fingerprint
+from kdbench.engine.logit_cache import cache_key
 from kdbench.engine.teacher import member_config
 from kdbench.errors import ConfigError
 from kdbench.models import create_model, run_model, supports
@@ -87,31 +88,42 @@ def test_member_config_takes_the_shipped_teacher_and_the_ensembles_defaults():
         member_config(cfg, 7, 1)
 
 
-def test_ensemble_run_records_every_member_and_keys_the_cache_on_both(tmp_path, env):
-    """Two store teachers trained first, then a KD run with the teacher-logit cache on: the result lists both
-    members with their measured accuracy, and the cache folder is the ensemble's (another folder for one member)."""
-    root = write_cifar100(tmp_path / "data", n_train=64, n_test=32)
-    common = [f"dataset.root={root}", *FAST, "trainer.epochs=1", "teacher.train_epochs=1", "logger.mode=disabled",
-              "student=resnet8", "method=kd", "trainer.teacher_cache=on"]
-    out = run_cli([*common, "teacher=ensemble", "teacher.members=[resnet8,resnet14]", "teacher.combine=probs",
-                   f"hydra.run.dir={tmp_path / 'ens'}"], tmp_path, env)
-    assert out.returncode == 0, out.stderr[-3000:]
-    teacher = read_result(tmp_path / "ens")["teacher"]
+def test_ensemble_run_records_every_member_and_keys_the_cache_on_both(tmp_path, monkeypatch):
+    """Two store teachers trained first, then a KD run with the teacher-logit cache on (in-process, through the
+    trainer): the result lists both members with their measured accuracy, the cache folder is keyed by the
+    ensemble's fingerprint (both members' weights and the rule), and the first member alone is the same store
+    teacher with the same accuracy."""
+    from hydra import compose, initialize_config_module
+
+    from kdbench.data import build_data
+    from kdbench.engine.teacher import provide_teacher
+    from kdbench.engine.trainer import train
+
+    root = write_cifar100(tmp_path / "data", n_train=16, n_test=16)  # the cache holds 16 x 162 views per member
+    monkeypatch.setenv("KDBENCH_HOME", str(tmp_path / "store"))
+    with initialize_config_module(config_module="kdbench.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            f"dataset.root={root}", *FAST, "trainer.epochs=1", "teacher.train_epochs=1", "logger.mode=disabled",
+            "student=resnet8", "method=kd", "trainer.teacher_cache=on", "teacher=ensemble",
+            "teacher.members=[resnet8,resnet14]", "teacher.combine=probs"])
+    record = train(cfg, tmp_path / "ens", teacher_provider=provide_teacher)
+    assert record["status"] == "completed"
+    teacher = record["teacher"]
     assert teacher["name"] == "ensemble" and teacher["combine"] == "probs"
     assert [m["name"] for m in teacher["members"]] == ["resnet8", "resnet14"]
     assert all(0 <= m["top1"] <= 100 and m["checkpoint"].endswith("teacher.pth") for m in teacher["members"])
     assert 0 <= teacher["top1"] <= 100 and teacher["resolved"] == "ensemble(cifar_resnet8+cifar_resnet14)"
-    ens_cache = teacher["logit_cache"]
-    assert json.loads((tmp_path / "ens" / "result.json").read_text())["status"] == "completed"
+    assert json.loads((tmp_path / "ens" / "result.json").read_text())["teacher"] == teacher
 
-    # the first member alone is the same store teacher (its cache key is another: test_fingerprint_keys_on_...)
-    out = run_cli([*common[:-1], "trainer.teacher_cache=off", "teacher=resnet8", f"hydra.run.dir={tmp_path / 'one'}"],
-                  tmp_path, env)
-    assert out.returncode == 0, out.stderr[-3000:]
-    single = read_result(tmp_path / "one")["teacher"]
-    assert single["checkpoint"] == teacher["members"][0]["checkpoint"]
-    assert single["top1"] == teacher["members"][0]["top1"]
-    assert Path(ens_cache).is_dir() and "logit_cache" not in single
+    data = build_data(cfg.dataset)
+    ensemble, _ = provide_teacher(cfg, data, torch.device("cpu"), measure=False)  # from the store: nothing trained
+    images = torch.from_numpy(data.train.data).permute(0, 3, 1, 2).contiguous()
+    targets = torch.as_tensor(data.train.targets)
+    key = cache_key(weights_fingerprint(ensemble), images, targets, cfg.dataset.mean, cfg.dataset.std)
+    assert Path(teacher["logit_cache"]).name == key
+    single, info = provide_teacher(member_config(cfg, "resnet8", 0), data, torch.device("cpu"))
+    assert info["checkpoint"] == teacher["members"][0]["checkpoint"] and info["top1"] == teacher["members"][0]["top1"]
+    assert cache_key(weights_fingerprint(single), images, targets, cfg.dataset.mean, cfg.dataset.std) != key
 
 
 @pytest.mark.parametrize("args,expected", [

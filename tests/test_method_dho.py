@@ -58,16 +58,17 @@ def test_search_takes_the_first_best_in_the_references_order():
 def test_semi_supervised_run_records_split_and_choices(tmp_path, env):
     """A DHO run on a 10% labelled split of CIFAR-format data: the split is recorded, each step sees labelled and
     unlabelled images, (a, b) is chosen on the validation split before each evaluation and recorded."""
-    root = write_cifar100(tmp_path / "data", n_train=400, n_test=64, classes=4)
+    root = write_cifar100(tmp_path / "data", n_train=200, n_test=32, classes=4)
     args = [f"dataset.root={root}", *FAST, "dataset.num_classes=4", "method=dho", "teacher=resnet8", "student=resnet8",
-            "trainer.epochs=2", "teacher.train_epochs=1", "logger.mode=disabled", "trainer.batch_size=16",
+            "trainer.epochs=2", "trainer.max_steps_per_epoch=3", "teacher.train_epochs=1", "logger.mode=disabled",
+            "trainer.batch_size=16",
             "dataset.labelled_fraction=0.1", f"hydra.run.dir={tmp_path / 'run'}"]
     out = run_cli(args, tmp_path, env)
     assert out.returncode == 0, out.stderr[-3000:]
     result = read_result(tmp_path / "run")
     split = result["dataset"]["split"]
-    assert split["validation"] + split["labelled"] + split["unlabelled"] == 400 and split["unlabelled_used"]
-    assert 36 <= split["validation"] <= 44 and 32 <= split["labelled"] <= 40  # 10% of every class, rounded per class
+    assert split["validation"] + split["labelled"] + split["unlabelled"] == 200 and split["unlabelled_used"]
+    assert 16 <= split["validation"] <= 24 and 14 <= split["labelled"] <= 22  # 10% of every class, rounded per class
     assert result["dataset"]["train_size"] == split["labelled"]
     history = result["history"]
     assert {"ce", "kd_l", "kd_u"} <= set(history[-1]["losses"]) and history[-1]["losses"]["kd_u"] > 0
