@@ -160,7 +160,7 @@ def test_head_starts_equal_to_the_teachers_with_an_equal_student():
 
 @pytest.mark.parametrize("how,scale", [("neighborhood", 0.3), ("interpolated_vp", 0.25)])
 def test_head_starts_from_the_teachers_as_the_encoder_does(how, scale):
-    from kdbench.engine.student import mix_from_teacher
+    from kdbench.models.mixing import mix_from_teacher
 
     method, *_ = build_pair(head_init=how, scale=scale)
     null, *_ = build_pair()  # the same generator: its student head is the own draw the mix used

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..losses import dino_loss
+from ..models.mixing import check_from_teacher, mix_from_teacher
 from .base import Method, register_method
 
 
@@ -116,8 +117,6 @@ class DINO(Method):
                  norm_last_layer: bool = False, student_temp: float = 1.0, teacher_temp: float = 1.0,
                  dino_weight: float = 1.0, head_init: str | None = None, head_init_scale: float = 0.0):
         super().__init__()
-        from ..engine.student import check_from_teacher
-
         self.out_dim, self.bottleneck_dim, self.norm_last_layer = out_dim, bottleneck_dim, norm_last_layer
         self.hidden_dims = [int(d) for d in hidden_dims]
         if any(d < 1 for d in self.hidden_dims):
@@ -133,8 +132,6 @@ class DINO(Method):
         return head
 
     def build(self, student, teacher, context):
-        from ..engine.student import mix_from_teacher
-
         s_dim, t_dim = student.embedding.flatten(1).shape[1], teacher.embedding.flatten(1).shape[1]
         # one generator for both heads, the teacher's first (the reference draws every part of the pair from one
         # generator): both are functions of the teacher's weights
