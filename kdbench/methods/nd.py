@@ -18,44 +18,22 @@ KD++'s for resnet32x4 -> resnet8x4 (CIFAR/train_cifar.sh: 1.0*cls + 3.5*kd + 2.0
 
 from __future__ import annotations
 
-import hashlib
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..io import save_torch
 from ..losses import nd_loss
 from ..models import run_model
+from ._class_means import teacher_class_average
 from .base import BuildContext, Method, register_method
 
 
 def teacher_class_means(context: BuildContext) -> torch.Tensor:
-    """(num_classes, D) mean teacher embedding of each class over the un-augmented training set (CPU, float32).
-
-    Cached under ``context.cache_dir`` keyed by the teacher fingerprint, class count, training-set size and a
-    hash of its labels; a class with no training sample gets a zero row (no batch can ask for it)."""
-    labels = hashlib.sha256(context.train_targets.cpu().to(torch.int64).numpy().tobytes()).hexdigest()[:16]
-    path = None
-    if context.teacher_fingerprint:
-        name = f"{context.teacher_fingerprint}_c{context.num_classes}_n{context.train_size}_{labels}.pt"
-        path = context.cache_dir / "nd_class_means" / name
-        if path.exists():
-            return torch.load(path, map_location="cpu", weights_only=True)
-    sums = counts = None
-    with torch.no_grad():
-        for images, targets, _ in context.plain_train_batches():
-            emb = run_model(context.teacher, images, {"embedding"}).embedding.double()
-            if sums is None:
-                sums = emb.new_zeros(context.num_classes, emb.shape[1])
-                counts = emb.new_zeros(context.num_classes)
-            targets = targets.to(emb.device)
-            sums.index_add_(0, targets, emb)
-            counts.index_add_(0, targets, torch.ones_like(targets, dtype=emb.dtype))
-    means = (sums / counts.clamp(min=1).unsqueeze(1)).float().cpu()
-    if path is not None:
-        save_torch(path, means)
-    return means
+    """(num_classes, D) mean teacher embedding of each class over the un-augmented training set (CPU, float32),
+    cached per teacher and labels (a class with no training sample gets a zero row)."""
+    return teacher_class_average(
+        context, lambda images: run_model(context.teacher, images, {"embedding"}).embedding, "nd_class_means")
 
 
 def embedding_projector(student_dim: int, teacher_dim: int) -> nn.Module:

@@ -51,7 +51,6 @@ the validation split (the outer objective of Eq. 4).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 import torch
@@ -60,9 +59,9 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from ..errors import ConfigError
-from ..io import save_torch
 from ..losses.tgeokd import tgeokd_loss, tgeokd_terms, trilateral_features
 from ..models import run_model
+from ._class_means import teacher_class_average
 from .base import BuildContext, Method, register_method
 
 log = logging.getLogger("kdbench")
@@ -73,32 +72,11 @@ ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults
 
 def teacher_class_probabilities(context: BuildContext) -> torch.Tensor:
     """(num_classes, C) mean teacher softmax probabilities (temperature 1) of each class over the un-augmented
-    training part (CPU, float32; summed in float64). Cached under ``context.cache_dir`` keyed by the teacher
-    fingerprint, class count, training-set size and a hash of its labels. A class without a training sample gets
-    a zero row (no training batch can ask for it)."""
-    labels = hashlib.sha256(context.train_targets.cpu().to(torch.int64).numpy().tobytes()).hexdigest()[:16]
-    path = None
-    if context.teacher_fingerprint:
-        name = f"{context.teacher_fingerprint}_c{context.num_classes}_n{context.train_size}_{labels}.pt"
-        path = context.cache_dir / "tgeokd_class_probs" / name
-        if path.exists():
-            return torch.load(path, map_location="cpu", weights_only=True)
-    sums = counts = None
-    with torch.no_grad():
-        for images, targets, _ in context.plain_train_batches():
-            probs = run_model(context.teacher, images, {"logits"}).logits.double().softmax(dim=1)
-            if sums is None:
-                sums = probs.new_zeros(context.num_classes, probs.shape[1])
-                counts = probs.new_zeros(context.num_classes)
-            targets = targets.to(probs.device)
-            sums.index_add_(0, targets, probs)
-            counts.index_add_(0, targets, torch.ones_like(targets, dtype=probs.dtype))
-    if sums is None:
-        raise ConfigError("method=tgeokd: the training set is empty, so the teacher's class means are undefined")
-    means = (sums / counts.clamp(min=1).unsqueeze(1)).float().cpu()
-    if path is not None:
-        save_torch(path, means)
-    return means
+    training part (CPU, float32; summed in float64), cached per teacher and labels. A class without a training sample
+    gets a zero row (no training batch can ask for it)."""
+    return teacher_class_average(
+        context, lambda images: run_model(context.teacher, images, {"logits"}).logits.double().softmax(dim=1),
+        "tgeokd_class_probs")
 
 
 class FusionRatioNet(nn.Module):
