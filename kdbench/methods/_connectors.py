@@ -67,3 +67,10 @@ def in_float32(loss: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> 
     """
     with torch.autocast(_device_type([*args, *kwargs.values()]) or "cpu", enabled=False):
         return loss(*map(_to_float32, args), **{k: _to_float32(v) for k, v in kwargs.items()})
+
+
+def paired_stages(student, teacher) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The last ``min(len)`` stage maps of student and teacher, paired level by level from the deepest (a detector's
+    FPN p2-p6 on both sides; a classifier's last stages where the depths differ)."""
+    levels = min(len(student.stages), len(teacher.stages))
+    return list(student.stages[-levels:]), list(teacher.stages[-levels:])

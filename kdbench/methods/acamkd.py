@@ -36,7 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..losses import acamkd_diversity_loss, acamkd_loss
-from ._connectors import in_float32
+from ._connectors import in_float32, paired_stages
 from .base import Method, register_method
 
 
@@ -103,13 +103,8 @@ class ACAMKD(Method):
         self.ce_weight, self.weight, self.div_weight = ce_weight, weight, div_weight
         self.num_masks, self.max_positions = num_masks, max_positions
 
-    @staticmethod
-    def paired_stages(student, teacher):
-        levels = min(len(student.stages), len(teacher.stages))
-        return list(student.stages[-levels:]), list(teacher.stages[-levels:])
-
     def build(self, student, teacher, context):
-        s_maps, t_maps = self.paired_stages(student, teacher)
+        s_maps, t_maps = paired_stages(student, teacher)
         self.fusions = nn.ModuleList(CrossAttentionFusion(s.shape[1], t.shape[1]) for s, t in zip(s_maps, t_maps))
         self.units = nn.ModuleList(SelectionUnits(t.shape[1], self.num_masks) for t in t_maps)
         self.aligns = nn.ModuleList(Align(s.shape, t.shape) for s, t in zip(s_maps, t_maps))
@@ -120,7 +115,7 @@ class ACAMKD(Method):
 
     def masked_terms(self, student, teacher):
         imitation, diversity = 0.0, 0.0
-        for level, (s_map, t_map) in enumerate(zip(*self.paired_stages(student, teacher))):
+        for level, (s_map, t_map) in enumerate(zip(*paired_stages(student, teacher))):
             t_map = t_map.detach()
             channel, spatial = self.level_masks(level, s_map, t_map)
             aligned = self.aligns[level](s_map, t_map.shape[-2:])

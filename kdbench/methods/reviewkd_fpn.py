@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..losses import hcl_loss
+from ._connectors import paired_stages
 from .base import Method, register_method
 from .reviewkd import ABF
 
@@ -28,19 +29,14 @@ class ReviewKDFPN(Method):
         super().__init__()
         self.ce_weight, self.weight, self.mid_channels = ce_weight, weight, mid_channels
 
-    @staticmethod
-    def paired_stages(student, teacher):
-        levels = min(len(student.stages), len(teacher.stages))
-        return list(student.stages[-levels:]), list(teacher.stages[-levels:])
-
     def build(self, student, teacher, context):
-        inputs, targets = self.paired_stages(student, teacher)
+        inputs, targets = paired_stages(student, teacher)
         last = len(inputs) - 1
         self.abfs = nn.ModuleList(ABF(s.shape[1], self.mid_channels, t.shape[1], fuse=i < last)
                                   for i, (s, t) in enumerate(zip(inputs, targets)))
 
     def review_term(self, student, teacher):
-        inputs, targets = self.paired_stages(student, teacher)
+        inputs, targets = paired_stages(student, teacher)
         results = [None] * len(targets)
         above = None
         for i in reversed(range(len(targets))):
