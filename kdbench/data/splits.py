@@ -44,24 +44,28 @@ def class_balanced_split(targets: torch.Tensor, fraction: float, seed: int) -> t
     return cat(chosen), cat(rest)
 
 
-def subset(dataset: Dataset, positions: torch.Tensor) -> Dataset:
-    """The samples of ``dataset`` at ``positions``, in a form every loader of the original serves: uint8 images in
-    memory stay a uint8 tensor (device loader), an ImageFolder tree keeps its ``samples`` list (JPEG loader)."""
-    index = positions.tolist()
+def subsetter(dataset: Dataset, targets: torch.Tensor):
+    """``take(positions)``: the samples of ``dataset`` at ``positions`` (``targets``: its labels in index order), in a
+    form every loader of the original serves: uint8 images in memory stay a uint8 tensor (device loader), an
+    ImageFolder tree keeps its ``samples`` list (JPEG loader). The in-memory images are read once for every part."""
     held = uint8_images(dataset)
-    if held is not None:
-        images, targets = held
-        return TensorImages(images[positions], targets[positions])
-    if hasattr(dataset, "samples"):
-        part = copy.copy(dataset)
-        part.samples = [dataset.samples[i] for i in index]
-        part.targets = [t for _, t in part.samples]
-        if hasattr(dataset, "imgs"):
-            part.imgs = part.samples
+
+    def take(positions: torch.Tensor) -> Dataset:
+        if held is not None:
+            return TensorImages(held[0][positions], targets[positions])
+        index = positions.tolist()
+        if hasattr(dataset, "samples"):
+            part = copy.copy(dataset)
+            part.samples = [dataset.samples[i] for i in index]
+            part.targets = [t for _, t in part.samples]
+            if hasattr(dataset, "imgs"):
+                part.imgs = part.samples
+            return part
+        part = Subset(dataset, index)
+        part.targets = targets[positions].tolist()
         return part
-    part = Subset(dataset, index)
-    part.targets = train_targets(DataBundle("", 0, 0, dataset, dataset))[positions].tolist()
-    return part
+
+    return take
 
 
 def validation_fraction(dcfg, method) -> float:
@@ -91,15 +95,16 @@ def split_training(data: DataBundle, dcfg, method) -> DataBundle:
     if val_fraction == 0 and lab_fraction == 1:
         return data
     targets = train_targets(data)
+    subset = subsetter(data.train, targets)
     positions = torch.arange(len(targets))
     validation = unlabelled = None
     if val_fraction > 0:
         held, kept = class_balanced_split(targets, val_fraction, seed)
-        validation, positions = subset(data.train, held), kept
+        validation, positions = subset(held), kept
     if lab_fraction < 1:
         labelled, pool = class_balanced_split(targets[positions], lab_fraction, seed + 1)
         labelled, pool = positions[labelled], positions[pool]
-        unlabelled = subset(data.train, pool) if method.uses_unlabelled else None
+        unlabelled = subset(pool) if method.uses_unlabelled else None
         positions = labelled
     split = {"seed": seed, "validation": 0 if validation is None else len(validation), "labelled": len(positions),
              "unlabelled": len(targets) - len(positions) - (0 if validation is None else len(validation)),
@@ -107,6 +112,6 @@ def split_training(data: DataBundle, dcfg, method) -> DataBundle:
     log.info("training set split (seed %d): %d labelled, %d validation, %d unlabelled%s", seed, split["labelled"],
              split["validation"], split["unlabelled"], "" if unlabelled is not None or not split["unlabelled"]
              else " (not used: the method trains on labelled data)")
-    return dataclasses.replace(data, train=subset(data.train, positions), validation=validation, unlabelled=unlabelled,
+    return dataclasses.replace(data, train=subset(positions), validation=validation, unlabelled=unlabelled,
                                split=split)
 

@@ -183,21 +183,30 @@ def provide_ensemble(cfg: DictConfig, data, device, measure: bool = True):
         infos.append(info)
     model = TeacherEnsemble(models, combine=str(ens.combine), features_from=int(ens.features_from))
     model.eval().requires_grad_(False).to(device)
-    measured = task.evaluate(model, task.test_loader(cfg, data, device), device, str(cfg.trainer.precision),
-                             data.num_classes) if measure else {}
+    measured = _measured(cfg, task, model, data, device) if measure else {}
     info = {"name": ENSEMBLE, "resolved": model.kdbench_name, "checkpoint": None, "combine": str(ens.combine),
             "features_from": int(ens.features_from), "members": infos,
             "params": sum(p.numel() for p in model.parameters()), **measured}
     log.info("teacher ensemble of %d (%s, combine %s): %s", len(models), ", ".join(i["name"] for i in infos),
-             ens.combine, "  ".join(f"{k} {v:.2f}" for k, v in measured.items()))
+             ens.combine, _scores(measured))
     return model, info
+
+
+def _measured(cfg: DictConfig, task, model, data, device) -> dict[str, float]:
+    """The frozen teacher's metrics on the test set."""
+    return task.evaluate(model, task.test_loader(cfg, data, device), device, str(cfg.trainer.precision),
+                         data.num_classes)
+
+
+def _scores(measured: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.2f}" for k, v in measured.items()) or "not measured"
 
 
 def provide_teacher(cfg: DictConfig, data, device, measure: bool = True):
     """(teacher, info) for the run: frozen, eval mode, no grad, on ``device``; info (with the teacher's measured
     metrics) goes into result.json. ``teacher=ensemble``: several teachers behind one (``provide_ensemble``).
     ``measure=False``: a teacher the store has not measured is not scored on the test set (no metrics in info)."""
-    if str(cfg.teacher.name) == ENSEMBLE:
+    if is_ensemble(cfg):
         return provide_ensemble(cfg, data, device, measure)
     tcfg, task = cfg.teacher, task_of(cfg.dataset)
     random_init = bool(tcfg.get("random_init", False))
@@ -228,10 +237,8 @@ def provide_teacher(cfg: DictConfig, data, device, measure: bool = True):
         measured = {m.name: meta[m.name] for m in task.metrics}
     model.eval().requires_grad_(False).to(device)
     if measured is None:
-        measured = task.evaluate(model, task.test_loader(cfg, data, device), device, str(cfg.trainer.precision),
-                                 data.num_classes) if measure else {}
+        measured = _measured(cfg, task, model, data, device) if measure else {}
     info = {"name": str(tcfg.name), "resolved": model.kdbench_name, "checkpoint": source,
             "params": sum(p.numel() for p in model.parameters()), **measured}
-    log.info("teacher %s (%s): %s", tcfg.name, source,
-             "  ".join(f"{k} {v:.2f}" for k, v in measured.items()) or "not measured")
+    log.info("teacher %s (%s): %s", tcfg.name, source, _scores(measured))
     return model, info

@@ -43,9 +43,9 @@ def mixed_probabilities(ce_logits: torch.Tensor, kd_logits: torch.Tensor, alpha:
 def search_mixture(ce_logits: torch.Tensor, kd_logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, float, float]:
     """(a, b, accuracy %) of the best grid point on these outputs, the reference's order and tie rule."""
     best = (0.0, 1.0, -1.0)
+    ce = F.softmax(ce_logits.float(), dim=1)
     for beta in BETAS:
         kd = F.softmax(kd_logits.float() / beta, dim=1)
-        ce = F.softmax(ce_logits.float(), dim=1)
         for alpha in ALPHAS:
             correct = ((alpha * ce + (1 - alpha) * kd).argmax(1) == targets).sum().item()
             accuracy = 100.0 * correct / max(len(targets), 1)
