@@ -81,6 +81,25 @@ def read_result(run_dir: Path) -> dict:
     return json.loads((run_dir / "result.json").read_text())
 
 
+def compose_config(*overrides: str):
+    """The kdbench config ``overrides`` compose to, as the command line composes it (in this process)."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="kdbench.conf", version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.fixture
+def float64_default():
+    """torch's default dtype float64 within the test (reference numbers computed in float64)."""
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
 # Small and fast settings every CLI test shares.
 FAST = ["trainer.progress=false", "trainer.batch_size=64", "trainer.eval_batch_size=128", "dataset.num_workers=0",
         "trainer.device=cpu"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import FAST, write_cifar100
+from conftest import FAST, compose_config, write_cifar100
 from kdbench.engine.build import weights_fingerprint
 from kdbench.engine.logit_cache import cache_key
 from kdbench.engine.teacher import member_config
@@ -93,19 +93,16 @@ def test_ensemble_run_records_every_member_and_keys_the_cache_on_both(tmp_path, 
     trainer): the result lists both members with their measured accuracy, the cache folder is keyed by the
     ensemble's fingerprint (both members' weights and the rule), and the first member alone is the same store
     teacher with the same accuracy."""
-    from hydra import compose, initialize_config_module
-
     from kdbench.data import build_data
     from kdbench.engine.teacher import provide_teacher
     from kdbench.engine.trainer import train
 
     root = write_cifar100(tmp_path / "data", n_train=16, n_test=16)  # the cache holds 16 x 162 views per member
     monkeypatch.setenv("KDBENCH_HOME", str(tmp_path / "store"))
-    with initialize_config_module(config_module="kdbench.conf", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
+    cfg = compose_config(
             f"dataset.root={root}", *FAST, "trainer.epochs=1", "teacher.train_epochs=1", "logger.mode=disabled",
             "student=resnet8", "method=kd", "trainer.teacher_cache=on", "teacher=ensemble",
-            "teacher.members=[resnet8,resnet14]", "teacher.combine=probs"])
+            "teacher.members=[resnet8,resnet14]", "teacher.combine=probs")
     record = train(cfg, tmp_path / "ens", teacher_provider=provide_teacher)
     assert record["status"] == "completed"
     teacher = record["teacher"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import FAST, read_result, run_cli, write_cifar100
+from conftest import FAST, compose_config, read_result, run_cli, write_cifar100
 from kdbench.data.semi import UNLABELLED
 from kdbench.losses import dho_loss
 from kdbench.losses.dho import dho_terms
@@ -83,8 +83,6 @@ def test_semi_supervised_run_records_split_and_choices(tmp_path, env):
 def test_selection_reads_the_validation_split_and_not_the_test_set(tmp_path, cifar_root, monkeypatch):
     """In-process: the outputs ``select_on_validation`` receives are the student's on the validation split (count and
     labels), and the test loader is not iterated while it runs."""
-    from hydra import compose, initialize_config_module
-
     from kdbench.engine import loop
     from kdbench.engine.teacher import provide_teacher
     from kdbench.engine.trainer import train
@@ -118,11 +116,10 @@ def test_selection_reads_the_validation_split_and_not_the_test_set(tmp_path, cif
 
     monkeypatch.setattr(loop, "select_on_validation", guarded)
     monkeypatch.setenv("KDBENCH_HOME", str(tmp_path / "store"))
-    with initialize_config_module(config_module="kdbench.conf", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
+    cfg = compose_config(
             f"dataset.root={cifar_root}", *FAST, "method=dho", "teacher=resnet8", "student=resnet8", "trainer.epochs=1",
             "teacher.train_epochs=1", "logger.mode=disabled", "dataset.labelled_fraction=0.5",
-            "trainer.max_steps_per_epoch=2"])
+            "trainer.max_steps_per_epoch=2")
     record = train(cfg, tmp_path / "run", teacher_provider=provide_teacher)
     assert len(seen) == 1 and test_iterations == []
     assert len(seen[0]) == record["dataset"]["split"]["validation"] > 0

@@ -30,14 +30,6 @@ LABELS = torch.tensor([3, 1, 4, 1, 5, 9, 2, 6])
 RELATION, SEMANTIC = 0.007044797162299221, 0.23622221518873082
 
 
-@pytest.fixture
-def float64_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(F64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def test_defaults_and_needs():
     method = method_from_config("diswot")
     assert method.hparams() == {"ce_weight": 1.0, "relation_weight": 3000.0, "semantic_weight": 1.0}

@@ -21,6 +21,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import compose_config
 from method_harness import method_from_config
 from omegaconf import OmegaConf
 
@@ -234,10 +235,7 @@ def test_on_a_teacher_ensemble_the_target_is_the_members_mean_probability():
 # --------------------------------------------------------------------------- the ImageNet preset
 
 def _compose(*overrides: str):
-    from hydra import compose, initialize_config_module
-
-    with initialize_config_module(config_module="kdbench.conf", version_base="1.3"):
-        return compose(config_name="config", overrides=["experiment=imagenet/mealv2_r50", *overrides])
+    return compose_config("experiment=imagenet/mealv2_r50", *overrides)
 
 
 def test_imagenet_preset_is_the_readme_command():

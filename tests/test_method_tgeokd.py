@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from conftest import FAST, read_result, run_cli, write_cifar100
+from conftest import FAST, compose_config, read_result, run_cli, write_cifar100
 from method_harness import make_context, method_from_config, run_step
 
 from kdbench.engine.build import size_method
@@ -335,18 +335,15 @@ def _check_run(result: dict, n_train: int, steps: int) -> None:
 def test_engine_run_carves_a_validation_split_and_trains_omega(tmp_path, monkeypatch):
     """In-process (the engine's build and loop): the validation split is carved and recorded, the outer steps read
     it, omega moves, and what it learnt is recorded before the evaluation."""
-    from hydra import compose, initialize_config_module
-
     from kdbench.engine.teacher import provide_teacher
     from kdbench.engine.trainer import train
 
     root = write_cifar100(tmp_path / "data", n_train=120, n_test=16, classes=4)
     monkeypatch.setenv("KDBENCH_HOME", str(tmp_path / "store"))
-    with initialize_config_module(config_module="kdbench.conf", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
+    cfg = compose_config(
             f"dataset.root={root}", *FAST, "dataset.num_classes=4", "method=tgeokd", "teacher=resnet8",
             "student=resnet8", "trainer.epochs=1", "trainer.max_steps_per_epoch=2", "teacher.train_epochs=1",
-            "logger.mode=disabled", "trainer.batch_size=16"])
+            "logger.mode=disabled", "trainer.batch_size=16")
     _check_run(train(cfg, tmp_path / "run", teacher_provider=provide_teacher), 120, 2)
 
 

@@ -73,14 +73,6 @@ PAIR_GOLDEN = {
 }
 
 
-@pytest.fixture
-def float64_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(F64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 # --------------------------------------------------------------------------- the similarity functions
 def test_relation_matches_reference():
     assert diswot_relation_loss(MAP_S, MAP_T).item() == pytest.approx(GOLDEN["relation"], rel=1e-12)

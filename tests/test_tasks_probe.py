@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import compose_config
 
 from kdbench.results.tasks import task_metrics
 from kdbench.tasks import TASKS, task_of
@@ -115,13 +116,11 @@ def test_evaluate_embeds_train_and_test_in_eval_mode():
 
 @pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
 def test_random_teacher_presets_compose_the_reference_recipe(dataset):
-    from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
     from kdbench.cli import preflight
 
-    with initialize_config_module(config_module="kdbench.conf", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"experiment=random_teachers/{dataset}", "seed=4"])
+    cfg = compose_config(f"experiment=random_teachers/{dataset}", "seed=4")
     OmegaConf.resolve(cfg)
     assert (cfg.dataset.name, cfg.dataset.task, cfg.dataset.augment) == (dataset, "probe", "none")
     assert list(cfg.dataset.mean) == [0.4914, 0.4822, 0.4465] and list(cfg.dataset.std) == [0.247, 0.243, 0.261]
