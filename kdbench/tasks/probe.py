@@ -141,8 +141,12 @@ class ProbeTask(ClassificationTask):
         return supports(model, set(method.needs_of(role)) | {"embedding"})  # the probes read the embedding
 
     def loaders(self, cfg, data, world, batch_per_rank, device, views, channels_last):
-        train, sampler, _, kind = super().loaders(cfg, data, world, batch_per_rank, device, views, channels_last)
-        return train, sampler, self.test_loader(cfg, data, device, world, channels_last), kind
+        """The classification training loader; the probes' :class:`ProbeData` for evaluation (the device path
+        already builds it through :meth:`test_loader`, the others build a plain test loader in its place)."""
+        train, sampler, test, kind = super().loaders(cfg, data, world, batch_per_rank, device, views, channels_last)
+        if not isinstance(test, ProbeData):
+            test = self.test_loader(cfg, data, device, world, channels_last)
+        return train, sampler, test, kind
 
     def test_loader(self, cfg, data, device, world=None, channels_last=False):
         """:class:`ProbeData`: the training and the test set, un-augmented, whole on every rank."""
