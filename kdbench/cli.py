@@ -200,8 +200,9 @@ def validate(cfg: DictConfig, check_files: bool = True) -> None:
     roles = ["student"] + (["teacher"] if method_class(cfg.method).uses_teacher else [])
     sections = [("student", cfg.student)]
     if "teacher" in roles:
-        sections += [(f"teacher.members[{i}]" if ensemble else "teacher", section.teacher)
-                     for i, section in enumerate(teacher_configs(cfg)) for ensemble in [is_ensemble(cfg)]]
+        ensemble = is_ensemble(cfg)
+        sections += [(f"teacher.members[{i}]" if ensemble else "teacher", teacher_cfg.teacher)
+                     for i, teacher_cfg in enumerate(teacher_configs(cfg))]
     for role, section in sections:  # a checkpoint wins over pretrained, for both
         try:
             resolve_model_name(section.name, image_size)
